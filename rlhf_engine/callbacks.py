@@ -1,0 +1,39 @@
+"""How the engine reports progress: one small interface, no knowledge of who listens.
+
+The worker implements it to write Postgres rows; the CLI implements it to print JSON lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    def event(self, message: str, *, level: str = "info", data: dict | None = None) -> None:
+        """A human-readable event ("Step 10/40", "Checkpoint saved", ...)."""
+
+    def metrics(self, step: int, values: dict[str, float], *, total_steps: int | None = None) -> None:
+        """Scalar metrics of one optimizer step (or one evaluation, with `eval/` keys)."""
+
+    def checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
+        """A resumable checkpoint was written to `path` (holds `adapter/` and `state/`)."""
+
+    def should_stop(self) -> bool:
+        """Polled between steps: True asks the engine to stop cleanly (cancel, pause, shutdown)."""
+
+
+class NullReporter:
+    """Reports nothing; handy for scripts and tests."""
+
+    def event(self, message, *, level="info", data=None):
+        pass
+
+    def metrics(self, step, values, *, total_steps=None):
+        pass
+
+    def checkpoint(self, step, path, metrics):
+        pass
+
+    def should_stop(self):
+        return False

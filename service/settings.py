@@ -1,0 +1,41 @@
+"""Configuration from the environment (prefix RLHF_), shared by the API and the worker.
+
+The defaults are the embedded stack: SQLite for the store and kombu's SQLAlchemy transport for
+the broker, both files under .rlhf/, so a laptop needs no server. Production sets Postgres and
+Redis URLs (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOME = Path(".rlhf")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RLHF_", env_file=".env", extra="ignore",
+                                      protected_namespaces=())
+
+    database_url: str = f"sqlite:///{_HOME}/rlhf.db"
+    broker_url: str = f"sqla+sqlite:///{_HOME}/broker.db"
+    queue: str = "rlhf-jobs"  # Celery queue; one per GPU type when scaling out
+    artifacts_dir: Path = _HOME / "artifacts"
+    model_cache_dir: Path = _HOME / "models"
+    model_registry: Path | None = None  # operator's YAML/JSON of extra models
+
+    # Worker behaviour.
+    lease_seconds: int = 120  # a job lease not renewed for this long is considered dead
+    max_attempts: int = 3  # a job that crashes its worker this often ends failed
+    task_time_limit: int = 7 * 24 * 3600
+
+    # Limits.
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_examples_per_file: int = 1_000_000
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

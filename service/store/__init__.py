@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 models and session handling; the API and the worker both use it."""
