@@ -1,0 +1,123 @@
+"""`/v1/files`: upload (validated line by line), list, retrieve, download, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from rlhf_engine.data import formats
+from service.deps import DB, Artifacts, SettingsDep
+from service.errors import APIError, bad_request
+from service.lookups import get_file
+from service.pagination import paginate
+from service.schemas import Deleted, FileObject, ListObject
+from service.store.models import QUEUED, RUNNING, VALIDATING, FileRow, JobRow, new_id
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/files", tags=["files"])
+
+PURPOSES = ("fine-tune",)
+ACTIVE_STATUSES = (VALIDATING, QUEUED, RUNNING)  # a job in these states still reads its files
+MAX_REPORTED_ISSUES = 20
+_CHUNK = 1024 * 1024
+
+
+def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    """Read at most `limit` bytes; one more means the file is too large (413)."""
+    chunks, size = [], 0
+    while chunk := upload.file.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"File too large: the limit is {limit} bytes.", param="file",
+                           code="file_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _display_name(filename: str | None) -> str:
+    # Shown back to the user only; storage uses the generated id. Drop any directory part.
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    return name[:255] or "upload.jsonl"
+
+
+def _dataset_error(err: formats.DatasetError) -> APIError:
+    issues = list(err.issues)[:MAX_REPORTED_ISSUES]
+    if not issues:
+        return bad_request(f"Invalid file: {err}", param="file", code="invalid_file")
+    first = issues[0]
+    where = ", ".join(p for p in (f"line {first.line}" if first.line is not None else None,
+                                  f"field {first.field}" if first.field else None) if p)
+    message = f"{where}: {first.message}" if where else first.message
+    if len(issues) > 1:
+        message += f" (and {len(issues) - 1} more, listed in 'issues')"
+    return APIError(400, message, param=first.field, code=first.code, extra={"issues": [
+        {"line": i.line, "field": i.field, "code": i.code, "message": i.message} for i in issues]})
+
+
+# Plain `def` handlers run in FastAPI's thread pool: parsing and the database calls block.
+@router.post("", response_model=FileObject)
+def upload_file(db: DB, store: Artifacts, settings: SettingsDep,
+                      file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
+    if purpose not in PURPOSES:
+        raise bad_request(f"Invalid purpose {purpose!r}; supported: {', '.join(PURPOSES)}.", param="purpose")
+    data = _read_limited(file, settings.max_upload_bytes)
+    try:
+        parsed = formats.parse_jsonl(data, max_examples=settings.max_examples_per_file)
+    except formats.DatasetError as err:
+        raise _dataset_error(err) from None
+    file_id = new_id("file")
+    key = store.save_file(file_id, data)
+    row = FileRow(id=file_id, filename=_display_name(file.filename), purpose=purpose, bytes=len(data),
+                  storage_key=key, format=parsed.format, num_examples=parsed.num_examples,
+                  sha256=hashlib.sha256(data).hexdigest())
+    db.add(row)
+    try:
+        db.commit()
+    except BaseException:
+        store.path(key).unlink(missing_ok=True)  # no orphan on disk when the row did not land
+        raise
+    return FileObject.from_row(row)
+
+
+@router.get("", response_model=ListObject[FileObject])
+def list_files(db: DB, after: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+               order: Literal["asc", "desc"] = "desc", purpose: str | None = None) -> ListObject[FileObject]:
+    stmt = select(FileRow)
+    if purpose is not None:
+        stmt = stmt.where(FileRow.purpose == purpose)
+    rows, has_more = paginate(db, stmt, FileRow, after=after, limit=limit, newest_first=order == "desc")
+    return ListObject.page([FileObject.from_row(r) for r in rows], has_more)
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def retrieve_file(db: DB, file_id: str) -> FileObject:
+    return FileObject.from_row(get_file(db, file_id))
+
+
+@router.get("/{file_id}/content")
+def file_content(db: DB, store: Artifacts, file_id: str) -> FileResponse:
+    row = get_file(db, file_id)
+    return FileResponse(store.path(row.storage_key), media_type="application/octet-stream")
+
+
+@router.delete("/{file_id}", response_model=Deleted)
+def delete_file(db: DB, store: Artifacts, file_id: str) -> Deleted:
+    row = get_file(db, file_id)
+    user = db.scalar(select(JobRow.id).where(
+        JobRow.status.in_(ACTIVE_STATUSES),
+        (JobRow.training_file == file_id) | (JobRow.validation_file == file_id)).limit(1))
+    if user is not None:
+        raise APIError(409, f"File {file_id!r} is used by job {user!r}, which has not finished.",
+                       param="file_id", code="file_in_use")
+    db.delete(row)
+    db.commit()
+    # Bytes go only after the row is gone: a crash in between leaves an orphan file, never a row
+    # that points at nothing.
+    store.path(row.storage_key).unlink(missing_ok=True)
+    return Deleted(id=file_id, object="file")

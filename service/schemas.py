@@ -1,0 +1,209 @@
+"""The API's objects, in the shapes of OpenAI's files and fine-tuning API.
+
+Responses are built from store rows by the `from_row` constructors, so the mapping from the
+database to the wire lives in one place. Fields OpenAI does not have are marked as extensions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rlhf_engine.spec import Method, SupervisedHyperparameters
+from service.store.models import CheckpointRow, EventRow, FileRow, JobRow
+
+T = TypeVar("T")
+
+ORGANIZATION_ID = "org-local"  # single-tenant for now; issue 5 brings projects
+
+
+class ListObject(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+    @classmethod
+    def page(cls, data: list, has_more: bool) -> "ListObject":
+        # first/last ids make the next cursor obvious (OpenAI returns them for some lists).
+        first = getattr(data[0], "id", None) if data else None
+        last = getattr(data[-1], "id", None) if data else None
+        return cls(data=data, has_more=has_more, first_id=first, last_id=last)
+
+
+class Deleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+# ---- files ---------------------------------------------------------------------------------------
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"  # validation happens at upload; stored means usable
+    status_details: str | None = None
+    # Extensions: what the upload validation found.
+    format: str
+    num_examples: int
+
+    @classmethod
+    def from_row(cls, row: FileRow) -> "FileObject":
+        return cls(id=row.id, bytes=row.bytes, created_at=row.created_at, filename=row.filename,
+                   purpose=row.purpose, format=row.format, num_examples=row.num_examples)
+
+
+# ---- jobs: request -------------------------------------------------------------------------------
+
+_SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class JobCreate(BaseModel):
+    """`POST /v1/fine_tuning/jobs`. Unknown fields are refused so that typos never go unnoticed."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(min_length=1, max_length=200)
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(None, min_length=1, max_length=64)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    method: Method | None = None
+    # OpenAI's deprecated top-level form: supervised hyperparameters when `method` is absent.
+    hyperparameters: SupervisedHyperparameters | None = None
+    # Accepted for client compatibility; no integration is implemented, so only "none" is valid.
+    integrations: list[Any] | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v):
+        if v is not None and not _SUFFIX.match(v):
+            raise ValueError("suffix must be 1-64 characters of letters, digits, '-' and '_'")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v):
+        # OpenAI's limits: at most 16 pairs, keys up to 64 characters, values up to 512.
+        if v is not None:
+            if len(v) > 16:
+                raise ValueError("metadata holds at most 16 key-value pairs")
+            if any(not 1 <= len(k) <= 64 or len(val) > 512 for k, val in v.items()):
+                raise ValueError("metadata keys must be 1-64 characters and values at most 512")
+        return v
+
+    @field_validator("integrations")
+    @classmethod
+    def _integrations(cls, v):
+        if v:
+            raise ValueError("integrations are not supported by this service")
+        return v
+
+
+# ---- jobs: responses -----------------------------------------------------------------------------
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Hyperparameters(BaseModel):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: Hyperparameters
+    model: str
+    organization_id: str = ORGANIZATION_ID
+    result_files: list[str] = []
+    seed: int
+    status: str
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    integrations: list[Any] = []
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any]
+    estimated_finish: int | None = None
+    # Extensions.
+    suffix: str | None = None
+    steps_completed: int = 0
+    total_steps: int | None = None
+    result: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> "FineTuningJob":
+        method = Method.model_validate(row.method)
+        hp = method.hyperparameters
+        lrm = hp.learning_rate_multiplier
+        return cls(
+            id=row.id, created_at=row.created_at, error=JobError(**row.error) if row.error else None,
+            fine_tuned_model=row.fine_tuned_model, finished_at=row.finished_at,
+            # The values the engine will use, "auto" resolved (rlhf_engine.spec owns the defaults).
+            hyperparameters=Hyperparameters(n_epochs=hp.epochs, batch_size=hp.examples_per_step,
+                                            learning_rate_multiplier=1.0 if lrm == "auto" else lrm),
+            model=row.model, seed=row.seed, status=row.status, trained_tokens=row.trained_tokens,
+            training_file=row.training_file, validation_file=row.validation_file,
+            metadata=row.metadata_, method=method.public_dict(), suffix=row.suffix,
+            steps_completed=row.steps_completed or 0, total_steps=row.total_steps, result=row.result)
+
+
+class Event(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: str = "message"
+    data: Any = None
+
+    @classmethod
+    def from_row(cls, row: EventRow) -> "Event":
+        return cls(id=row.id, created_at=row.created_at, level=row.level, message=row.message,
+                   type=row.type, data=row.data)
+
+
+class Checkpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+    @classmethod
+    def from_row(cls, row: CheckpointRow, job: JobRow) -> "Checkpoint":
+        # OpenAI names checkpoints "ft:<model>:<org>:<suffix>:<job>:ckpt-step-<n>"; same idea here.
+        name = f"ft:{job.model}:{job.suffix or ''}:{job.id}:ckpt-step-{row.step_number}"
+        return cls(id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=name,
+                   fine_tuning_job_id=row.job_id, metrics={**(row.metrics or {}), "step": row.step_number},
+                   step_number=row.step_number)
+
+
+class MetricPoint(BaseModel):
+    """Extension: one step's logged values (`loss`, `rewards/margins`, ...)."""
+
+    object: Literal["fine_tuning.job.metric"] = "fine_tuning.job.metric"
+    step: int
+    kind: str
+    values: dict[str, Any]
+    created_at: int
