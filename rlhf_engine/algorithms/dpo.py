@@ -1,0 +1,88 @@
+"""DPO and its family: what the training loop needs from an offline preference method.
+
+The loop (rlhf_engine/train.py) owns optimisation; this file owns the batch and the loss. The
+reference log-probs arrive precomputed (rlhf_engine/reference.py), so a step is one forward and
+one backward over the chosen and rejected rows together.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_engine import losses
+from rlhf_engine.data.batching import collate_pairs, padding_fraction
+from rlhf_engine.data.tokenize import TokenizedPair
+from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.spec import DpoHyperparameters
+
+
+def preference_loss(name: str, hp: DpoHyperparameters, pi_w, pi_l, ref_w, ref_l, len_w, len_l) -> torch.Tensor:
+    beta = hp.beta_value
+    if name == "sigmoid":
+        return losses.dpo_sigmoid(losses.margin(pi_w, pi_l, ref_w, ref_l), beta, hp.label_smoothing)
+    if name == "robust":
+        return losses.robust(losses.margin(pi_w, pi_l, ref_w, ref_l), beta, hp.label_smoothing)
+    if name == "hinge":
+        return losses.hinge(losses.margin(pi_w, pi_l, ref_w, ref_l), beta)
+    if name == "ipo":  # length-averaged log-probs, as IPO is usually run (and as TRL does)
+        return losses.ipo(losses.margin(pi_w / len_w, pi_l / len_l, ref_w / len_w, ref_l / len_l), beta)
+    if name == "simpo":
+        return losses.simpo(pi_w / len_w, pi_l / len_l, beta, hp.simpo_gamma)
+    if name == "sft":
+        return losses.sft(pi_w / len_w)
+    raise ValueError(f"unknown loss {name!r}")
+
+
+class DPO:
+    def __init__(self, hp: DpoHyperparameters, pairs: list[TokenizedPair], ref_logps: torch.Tensor, pad_id: int,
+                 eval_pairs: list[TokenizedPair] | None = None, eval_ref_logps: torch.Tensor | None = None):
+        self.hp, self.pairs, self.ref, self.pad_id = hp, pairs, ref_logps, pad_id
+        self.eval_pairs, self.eval_ref = eval_pairs or [], eval_ref_logps
+        self.weights = hp.weighted_losses
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.pairs)
+
+    def _forward(self, model, pairs, ref):
+        batch = collate_pairs(pairs, self.pad_id)
+        sums, counts = completion_logps(model, batch)
+        n = len(pairs)
+        pi_w, pi_l = sums[:n], sums[n:]
+        len_w, len_l = counts[:n].to(sums.dtype), counts[n:].to(sums.dtype)
+        ref = ref.to(device=sums.device, dtype=sums.dtype)
+        ref_w, ref_l = ref[:, 0], ref[:, 1]
+        per_example = sum(w * preference_loss(name, self.hp, pi_w, pi_l, ref_w, ref_l, len_w, len_l)
+                          for name, w in self.weights.items())
+        beta = self.hp.beta_value
+        with torch.no_grad():
+            r_w, r_l = beta * (pi_w - ref_w), beta * (pi_l - ref_l)
+            stats = {
+                "rewards/chosen": r_w.mean().item(),
+                "rewards/rejected": r_l.mean().item(),
+                "rewards/margins": (r_w - r_l).mean().item(),
+                "rewards/accuracies": (r_w > r_l).float().mean().item(),
+                "logps/chosen": pi_w.mean().item(),
+                "logps/rejected": pi_l.mean().item(),
+                "padding_fraction": padding_fraction(batch),
+            }
+        tokens = int(batch["attention_mask"].sum())
+        return per_example.mean(), stats, tokens
+
+    def loss(self, model, indices: list[int]):
+        """Mean loss over the pairs at `indices`, step statistics, and tokens processed."""
+        return self._forward(model, [self.pairs[i] for i in indices], self.ref[indices])
+
+    @torch.no_grad()
+    def evaluate(self, model, batch_size: int = 8) -> dict[str, float] | None:
+        if not self.eval_pairs:
+            return None
+        totals: dict[str, float] = {}
+        n = len(self.eval_pairs)
+        for start in range(0, n, batch_size):
+            idx = list(range(start, min(start + batch_size, n)))
+            loss, stats, _ = self._forward(model, [self.eval_pairs[i] for i in idx], self.eval_ref[idx])
+            for key, value in {"loss": loss.item(), **stats}.items():
+                totals[key] = totals.get(key, 0.0) + value * len(idx) / n
+        totals.pop("padding_fraction", None)
+        return {f"eval/{k}": v for k, v in totals.items()}

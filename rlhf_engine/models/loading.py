@@ -1,0 +1,81 @@
+"""Turn a registry entry into a (model, tokenizer) pair, and wrap it with LoRA.
+
+The reference policy for DPO is the same base model with the adapter disabled, so one copy of
+the weights serves both policy and reference.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rlhf_engine.model_registry import ModelEntry
+from rlhf_engine.spec import LoraSpec
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RLHF_MODEL_CACHE_DIR", Path.home() / ".cache" / "rlhf_engine" / "models"))
+
+
+def materialise(entry: ModelEntry, cache_dir: Path | None = None) -> Path:
+    """The local directory holding the entry's weights, building built-ins on first use."""
+    from rlhf_engine.models import builtin
+
+    cache_dir = Path(cache_dir or default_cache_dir())
+    if entry.source == "builtin-tiny":
+        return builtin.tiny_random_llama(cache_dir / entry.name)
+    if entry.source == "smollm2-gguf":
+        return builtin.smollm2_from_package(cache_dir / entry.name)
+    if not entry.path:
+        raise ValueError(f"model {entry.name!r} has no path in the registry")
+    return Path(entry.path)
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if tokenizer.pad_token is None:  # padding positions are always masked, any id will do
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: Path, *, dtype=None, device: str = "cpu"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported()
+                      else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
+                                                 attn_implementation="sdpa")
+    return model.to(device)
+
+
+def lora_target_modules(model, spec: LoraSpec) -> list[str] | str:
+    """`all-linear`: every nn.Linear inside the transformer blocks, never the output head."""
+    if spec.target_modules != "all-linear":
+        return list(spec.target_modules)
+    import torch.nn as nn
+
+    head = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and module is not head}
+    return sorted(names)
+
+
+def add_lora(model, spec: LoraSpec, *, seed: int):
+    """Wrap `model` with a fresh LoRA adapter. B starts at zero, so the policy equals the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                        target_modules=lora_target_modules(model, spec), bias="none", task_type="CAUSAL_LM")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

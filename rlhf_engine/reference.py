@@ -1,0 +1,72 @@
+"""Reference-policy log-probs: computed once per (base model, tokenised dataset), cached on disk.
+
+The reference is the base model itself: the policy with its LoRA adapter disabled, so no second
+copy of the weights is ever loaded. The values depend only on the base weights and the exact
+token ids, so they are keyed by a hash of both and reused across epochs, resumes and jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from rlhf_engine.data.batching import collate_pairs
+from rlhf_engine.data.tokenize import TokenizedPair
+from rlhf_engine.logprobs import completion_logps
+
+
+def cache_key(model_dir: Path, pairs: list[TokenizedPair]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for p in pairs:
+        h.update(repr((p.prompt, p.chosen, p.rejected)).encode())
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8) -> torch.Tensor:
+    """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model."""
+    out = torch.zeros(len(pairs), 2, dtype=torch.float64)
+    # Sorting by length keeps padding low; the order does not matter for a no-grad pass.
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].chosen))
+    was_training = model.training
+    model.eval()
+    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else _null()
+    with disable:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            sums, _ = completion_logps(model, collate_pairs([pairs[i] for i in idx], pad_id))
+            n = len(idx)
+            out[idx, 0] = sums[:n].double().cpu()
+            out[idx, 1] = sums[n:].double().cpu()
+    model.train(was_training)
+    return out
+
+
+def load_or_compute(model, model_dir: Path, pairs: list[TokenizedPair], pad_id: int,
+                    cache_dir: Path | None) -> tuple[torch.Tensor, bool]:
+    """Returns (logps, hit) where hit says whether the cache answered."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cache_dir) / "reference" / f"{cache_key(model_dir, pairs)}.safetensors" if cache_dir else None
+    if path and path.exists():
+        return load_file(path)["logps"], True
+    logps = compute(model, pairs, pad_id)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"logps": logps}, tmp)
+        tmp.replace(path)
+    return logps, False
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

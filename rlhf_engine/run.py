@@ -1,0 +1,124 @@
+"""Run one training job: the engine's single entry point for the CLI and the worker.
+
+    config (TrainConfig) -> load model + data -> algorithm -> train.fit -> adapter on disk
+
+Heavy imports happen here, never at package import.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlhf_engine.callbacks import Reporter
+from rlhf_engine.data import formats
+from rlhf_engine.model_registry import ModelRegistry
+from rlhf_engine.spec import TrainConfig
+
+
+@dataclass
+class RunResult:
+    adapter_dir: Path | None  # None when stopped early
+    steps: int
+    trained_tokens: int
+    stopped: bool
+    summary: dict = field(default_factory=dict)
+
+
+class JobInputError(ValueError):
+    """The job cannot run on this data/model combination (reported to the user as the job's error)."""
+
+
+def _tokenize_preferences(tokenizer, examples, hp, reporter: Reporter, what: str):
+    from rlhf_engine.data.tokenize import ExampleTooLong, tokenize_chat, tokenize_pair
+
+    pairs, too_long, truncated = [], [], 0
+    for line, ex in enumerate(examples, start=1):
+        try:
+            if isinstance(ex, formats.PreferenceExample):
+                pair = tokenize_pair(tokenizer, ex, max_length=hp.max_length, max_prompt_length=hp.max_prompt_length)
+            else:  # chat example (supervised)
+                pair = tokenize_chat(tokenizer, ex.messages, max_length=hp.max_length,
+                                     max_prompt_length=hp.max_prompt_length)
+        except ExampleTooLong as err:
+            too_long.append((line, str(err)))
+            continue
+        truncated += pair.prompt_truncated
+        pairs.append(pair)
+    if too_long:
+        lines = ", ".join(str(line) for line, _ in too_long[:20])
+        reporter.event(f"{len(too_long)} {what} example(s) do not fit max_length={hp.max_length} and were "
+                       f"left out: line(s) {lines}", level="warning",
+                       data={"lines": [line for line, _ in too_long], "reason": too_long[0][1]})
+    if truncated:
+        reporter.event(f"{truncated} {what} prompt(s) were truncated from the left to fit max_length", level="info")
+    if not pairs:
+        raise JobInputError(f"no {what} example fits max_length={hp.max_length}")
+    return pairs
+
+
+def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | None = None,
+        cache_dir: Path | None = None, resume_from: Path | None = None) -> RunResult:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from rlhf_engine.export import save_adapter
+    from rlhf_engine.models import loading
+    from rlhf_engine.train import fit
+
+    hf_logging.disable_progress_bar()
+    registry = registry or ModelRegistry.load()
+    method, hp = config.method, config.method.hyperparameters
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    model_dir = loading.materialise(registry.get(config.model), cache_dir)
+    device = loading.pick_device()
+    tokenizer = loading.load_tokenizer(model_dir)
+    base = loading.load_causal_lm(model_dir, device=device)
+    if hp.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.enable_input_require_grads()
+    model = loading.add_lora(base, hp.lora, seed=config.seed)
+    reporter.event(f"Loaded {config.model} on {device} in {time.perf_counter() - started:.1f}s",
+                   data={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})
+    autocast = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+
+    if method.type in ("rebel", "refuel"):
+        from rlhf_engine.algorithms.online import run_online
+
+        return run_online(config, model, tokenizer, model_dir, reporter, registry=registry,
+                          cache_dir=cache_dir, resume_from=resume_from)
+
+    train_set = formats.load_jsonl(config.training_file).examples
+    eval_set = formats.load_jsonl(config.validation_file).examples if config.validation_file else []
+    pairs = _tokenize_preferences(tokenizer, train_set, hp, reporter, "training")
+    eval_pairs = _tokenize_preferences(tokenizer, eval_set, hp, reporter, "validation") if eval_set else []
+    pad_id = tokenizer.pad_token_id
+
+    if method.type == "dpo":
+        from rlhf_engine import reference
+        from rlhf_engine.algorithms.dpo import DPO
+
+        t0 = time.perf_counter()
+        ref, hit = reference.load_or_compute(model, model_dir, pairs, pad_id, cache_dir)
+        eval_ref = reference.load_or_compute(model, model_dir, eval_pairs, pad_id, cache_dir)[0] if eval_pairs else None
+        reporter.event(f"Reference log-probs {'loaded from cache' if hit else 'computed'} for {len(pairs)} pairs "
+                       f"in {time.perf_counter() - t0:.1f}s")
+        algo = DPO(hp, pairs, ref.float(), pad_id, eval_pairs, eval_ref.float() if eval_ref is not None else None)
+    elif method.type == "supervised":
+        from rlhf_engine.algorithms.supervised import SFT
+
+        algo = SFT(pairs, pad_id, eval_pairs)
+    else:
+        raise JobInputError(f"method {method.type!r} is not supported by this engine build")
+
+    reporter.event(f"Training {method.type} on {algo.num_examples} examples for {hp.epochs} epoch(s)")
+    result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir,
+                 resume_from=resume_from, autocast_dtype=autocast)
+    if result.stopped:
+        return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
+    adapter = save_adapter(model, out_dir / "adapter", config.model)
+    return RunResult(adapter, result.steps, result.trained_tokens, False, result.final_metrics)

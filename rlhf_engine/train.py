@@ -1,0 +1,135 @@
+"""The one training loop every gradient-based method uses.
+
+An algorithm supplies `num_examples`, `loss(model, indices) -> (loss, stats, tokens)` and
+`evaluate(model)`; the loop owns the data order, gradient accumulation, clipping, the LR schedule,
+evaluation, checkpoints, exact resume and reporting. Data order is a pure function of
+(seed, epoch), and the RNG state travels in checkpoints, so a resumed run retraces an
+uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlhf_engine import checkpoint
+from rlhf_engine.callbacks import Reporter
+from rlhf_engine.spec import TrainingHyperparameters
+
+
+@dataclass
+class FitResult:
+    steps: int
+    trained_tokens: int
+    stopped: bool  # the reporter asked to stop before the end
+    final_metrics: dict[str, float]
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))  # cosine
+
+    return factor
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def make_optimizer(model, hp: TrainingHyperparameters, total_steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    warmup = math.ceil(hp.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp.lr_scheduler_type, warmup, total_steps))
+    return optimizer, scheduler
+
+
+def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Reporter, out_dir: Path,
+        resume_from: Path | None = None, step_offset: int = 0, autocast_dtype=None) -> FitResult:
+    """Train `model` (a peft model) on `algo` for hp.epochs; checkpoints go to out_dir/checkpoints.
+
+    step_offset shifts the reported step numbers (online methods call fit once per iteration).
+    """
+    n = algo.num_examples
+    bs = min(hp.examples_per_step, n)
+    steps_per_epoch = math.ceil(n / bs)
+    total = hp.epochs * steps_per_epoch
+    ckpt_every = hp.checkpoint_interval or steps_per_epoch
+    torch.manual_seed(seed)
+    optimizer, scheduler = make_optimizer(model, hp, total)
+    state = checkpoint.TrainerState(step=0, trained_tokens=0)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, model, optimizer, scheduler)
+        reporter.event(f"Resumed from step {state.step + step_offset}", data={"checkpoint": str(resume_from)})
+    model.train()
+    device_type = next(model.parameters()).device.type
+    last: dict[str, float] = {}
+
+    while state.step < total:
+        if reporter.should_stop():
+            return FitResult(state.step, state.trained_tokens, True, last)
+        epoch, within = divmod(state.step, steps_per_epoch)
+        order = epoch_order(n, seed, epoch)
+        indices = order[within * bs:(within + 1) * bs]
+        started = time.perf_counter()
+
+        # Gradient accumulation: split the step's examples into micro-batches weighted by size.
+        micro = max(1, math.ceil(len(indices) / hp.gradient_accumulation_steps))
+        stats: dict[str, float] = {}
+        loss_total, tokens = 0.0, 0
+        for start in range(0, len(indices), micro):
+            chunk = indices[start:start + micro]
+            weight = len(chunk) / len(indices)
+            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss, chunk_stats, chunk_tokens = algo.loss(model, chunk)
+            (loss * weight).backward()
+            loss_total += loss.item() * weight
+            tokens += chunk_tokens
+            for k, v in chunk_stats.items():
+                stats[k] = stats.get(k, 0.0) + v * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], hp.max_grad_norm).item()
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.trained_tokens += tokens
+        elapsed = time.perf_counter() - started
+
+        last = {"loss": loss_total, **stats, "grad_norm": grad_norm, "learning_rate": lr,
+                "tokens_per_second": tokens / elapsed, "step_time": elapsed, "epoch": epoch + (within + 1) / steps_per_epoch}
+        step = state.step + step_offset
+        reporter.metrics(step, last, total_steps=total + step_offset)
+
+        if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total:
+            _evaluate(model, algo, reporter, step)
+        if state.step % ckpt_every == 0 or state.step == total:
+            path = checkpoint.save(Path(out_dir) / "checkpoints" / f"step-{step:06d}", model, optimizer, scheduler, state)
+            reporter.checkpoint(step, path, last)
+
+    final_eval = _evaluate(model, algo, reporter, state.step + step_offset)
+    return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
+
+
+def _evaluate(model, algo, reporter: Reporter, step: int) -> dict[str, float] | None:
+    model.eval()
+    try:
+        values = algo.evaluate(model)
+    finally:
+        model.train()
+    if values:
+        reporter.metrics(step, values)
+    return values
