@@ -44,14 +44,14 @@ def _file(db: Session, file_id: str, param: str, method: Method) -> FileRow:
     row = db.scalar(select(FileRow).where(FileRow.id == file_id))
     if row is None:
         # An unknown file named in a job body is a bad request (OpenAI answers 400 too), not a 404.
-        raise bad_request(f"Invalid file: no file with id {file_id!r}.", param=param, code="invalid_file")
+        raise bad_request(f"Invalid {param}: no file with id {file_id!r}.", param=param, code="invalid_file")
     if row.purpose != "fine-tune":
-        raise bad_request(f"File {file_id!r} has purpose {row.purpose!r}, not 'fine-tune'.",
+        raise bad_request(f"Invalid {param}: file {file_id!r} has purpose {row.purpose!r}, not 'fine-tune'.",
                           param=param, code="invalid_file")
     accepted = ACCEPTED_FORMATS.get(method.type, ())
     if row.format not in accepted:
         raise bad_request(
-            f"File {file_id!r} is in the {row.format!r} format; method {method.type!r} accepts "
+            f"Invalid {param}: file {file_id!r} is in the {row.format!r} format; method {method.type!r} accepts "
             f"{', '.join(repr(f) for f in accepted)}.", param=param, code="invalid_file_format")
     return row
 

@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column("total_steps", sa.Integer, nullable=True),
         # Worker coordination (lease against double runs, crash counter).
         sa.Column("lease_owner", sa.String(128), nullable=True),
-        sa.Column("lease_expires_at", sa.Float, nullable=True),
+        sa.Column("lease_expires_at", sa.Double, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False),
     )
     op.create_index("ix_jobs_id", "jobs", ["id"], unique=True)

@@ -1,0 +1,125 @@
+"""Session-wide real infrastructure for the tests (started lazily, only when a test asks).
+
+Fixtures (all session-scoped except `db`):
+
+    postgres_admin_url  RLHF_TEST_DATABASE_URL (an existing server, admin rights to CREATE
+                        DATABASE), else a throwaway PostgreSQL started from initdb/postgres.
+    make_database       factory: make_database() -> URL of a brand-new empty database; every
+                        database it made is dropped at the end. Other databases are never touched.
+    postgres_url        one fresh database for the session (not migrated).
+    migrated_db         postgres_url after `python -m service.migrate`; the URL.
+    redis_url           RLHF_TEST_REDIS_URL, else a throwaway redis-server.
+    service_settings    dict of RLHF_ settings shared by every service process of the session:
+                        database_url, broker_url, artifacts_dir, queue (unique per session, so a
+                        shared Redis never hands our tasks to someone else's worker).
+    start_api           factory: start_api(**overrides) -> infra.ApiServer (`.url`, `.log()`),
+                        a real `uvicorn service.app:app` with service_settings + overrides.
+    api_server          base URL of the default API server (no /v1).
+    db                  a SQLAlchemy session on migrated_db, to look at rows directly.
+
+A worker fixture starts the worker with the same settings:
+
+    subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", ...],
+                     env=infra.service_env(**service_settings), cwd=infra.REPO)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import infra
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    given = os.environ.get("RLHF_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    server = infra.PostgresServer().start()
+    try:
+        yield server.admin_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def make_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(infra.create_database(postgres_admin_url))
+        return made[-1]
+
+    yield make
+    for url in made:
+        infra.drop_database(postgres_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(make_database: Callable[[], str]) -> str:
+    return make_database()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(postgres_url: str) -> str:
+    infra.run_migrations(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    given = os.environ.get("RLHF_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = infra.RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_settings(migrated_db: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return {
+        "database_url": migrated_db,
+        "broker_url": redis_url,
+        "artifacts_dir": str(tmp_path_factory.mktemp("artifacts")),
+        "queue": f"rlhf-test-{uuid.uuid4().hex[:8]}",
+    }
+
+
+@pytest.fixture(scope="session")
+def start_api(service_settings: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., infra.ApiServer]]:
+    log_dir: Path = tmp_path_factory.mktemp("logs")
+    servers: list[infra.ApiServer] = []
+
+    def start(**overrides: object) -> infra.ApiServer:
+        servers.append(infra.ApiServer(log_dir, **{**service_settings, **overrides}).start())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def api_server(start_api: Callable[..., infra.ApiServer]) -> str:
+    return start_api().url
+
+
+@pytest.fixture
+def db(migrated_db: str):
+    from service.store.session import session_factory
+
+    session = session_factory(migrated_db)()
+    try:
+        yield session
+    finally:
+        session.close()
