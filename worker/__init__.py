@@ -1,0 +1,1 @@
+"""Celery glue between the store and the engine. torch is imported only inside task processes."""
