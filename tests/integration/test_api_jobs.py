@@ -200,3 +200,14 @@ def test_file_format_must_suit_the_method(client, db):
     assert job_count(db) == before
     supervised = {"model": MODEL, "training_file": uploaded["id"], "method": {"type": "supervised"}}
     assert client.post("/v1/fine_tuning/jobs", json=supervised).status_code == 200
+
+
+def test_broker_down_keeps_the_job_queued_with_a_warning(start_api):
+    from tests.infra import free_port
+
+    server = start_api(broker_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        job = c.post("/v1/fine_tuning/jobs", json=dpo_body(upload(c).json()["id"]))
+        assert job.status_code == 200 and job.json()["status"] == "queued"
+        events = c.get(f"/v1/fine_tuning/jobs/{job.json()['id']}/events").json()["data"]
+        assert events[0]["level"] == "warn" and "queue" in events[0]["message"]
