@@ -15,6 +15,10 @@ Fixtures (all session-scoped except `db`):
     start_api           factory: start_api(**overrides) -> infra.ApiServer (`.url`, `.log()`),
                         a real `uvicorn service.app:app` with service_settings + overrides.
     api_server          base URL of the default API server (no /v1).
+    idle_api            an infra.ApiServer (`.url`, `.settings`) with its own database, artifacts
+                        dir and queue, none of which a worker fixture ever sees: its jobs stay
+                        `queued` however the suite is ordered (the API-only tests use it).
+    idle_db             a SQLAlchemy session on idle_api's database.
     db                  a SQLAlchemy session on migrated_db, to look at rows directly.
 
 A worker fixture starts the worker with the same settings:
@@ -114,12 +118,31 @@ def api_server(start_api: Callable[..., infra.ApiServer]) -> str:
     return start_api().url
 
 
-@pytest.fixture
-def db(migrated_db: str):
+@pytest.fixture(scope="session")
+def idle_api(start_api: Callable[..., infra.ApiServer], make_database: Callable[[], str],
+             service_settings: dict, tmp_path_factory: pytest.TempPathFactory) -> infra.ApiServer:
+    # A separate database too: a worker's reaper re-sends whatever is queued in *its* database.
+    database_url = make_database()
+    infra.run_migrations(database_url)
+    return start_api(database_url=database_url, queue=f"{service_settings['queue']}-idle",
+                     artifacts_dir=str(tmp_path_factory.mktemp("idle-artifacts")))
+
+
+def _session(url: str):
     from service.store.session import session_factory
 
-    session = session_factory(migrated_db)()
+    session = session_factory(url)()
     try:
         yield session
     finally:
         session.close()
+
+
+@pytest.fixture
+def db(migrated_db: str):
+    yield from _session(migrated_db)
+
+
+@pytest.fixture
+def idle_db(idle_api: infra.ApiServer):
+    yield from _session(idle_api.settings["database_url"])

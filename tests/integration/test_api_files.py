@@ -17,13 +17,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(api_server: str):
-    with httpx.Client(base_url=api_server, timeout=30) as c:
+def client(idle_api):
+    # No worker consumes this server's queue: jobs stay queued while we look at them.
+    with httpx.Client(base_url=idle_api.url, timeout=30) as c:
         yield c
 
 
-def stored_files(service_settings: dict) -> set[str]:
-    folder = Path(service_settings["artifacts_dir"]) / "files"
+def stored_files(server) -> set[str]:
+    folder = Path(server.settings["artifacts_dir"]) / "files"
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
@@ -32,7 +33,7 @@ def count_rows(db) -> int:
     return db.scalar(select(func.count()).select_from(FileRow))
 
 
-def test_good_upload_is_stored_and_described(client, db, service_settings):
+def test_good_upload_is_stored_and_described(client, idle_db, idle_api):
     r = upload(client, filename="../../etc/prefs.jsonl")
     assert r.status_code == 200, r.text
     f = r.json()
@@ -42,9 +43,9 @@ def test_good_upload_is_stored_and_described(client, db, service_settings):
     assert (f["format"], f["num_examples"]) == ("preference", 4)
     assert isinstance(f["created_at"], int)
 
-    row = db.scalar(select(FileRow).where(FileRow.id == f["id"]))
+    row = idle_db.scalar(select(FileRow).where(FileRow.id == f["id"]))
     assert row.sha256 == hashlib.sha256(GOOD_DATASET).hexdigest()
-    assert f"{f['id']}.jsonl" in stored_files(service_settings)
+    assert f"{f['id']}.jsonl" in stored_files(idle_api)
     assert client.get(f"/v1/files/{f['id']}").json() == f
     assert client.get(f"/v1/files/{f['id']}/content").content == GOOD_DATASET
 
@@ -55,8 +56,8 @@ def test_good_upload_is_stored_and_described(client, db, service_settings):
     ({"input": {"messages": [{"role": "user", "content": "hi"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]},
      None, None),
 ])
-def test_bad_line_is_named_and_nothing_is_stored(client, db, service_settings, bad_line, field, code):
-    rows_before, files_before = count_rows(db), stored_files(service_settings)
+def test_bad_line_is_named_and_nothing_is_stored(client, idle_db, idle_api, bad_line, field, code):
+    rows_before, files_before = count_rows(idle_db), stored_files(idle_api)
     data = jsonl([preference_line(), preference_line("x", "y", "z"), bad_line, preference_line()])
     error = assert_envelope(upload(client, data), 400)
     assert "line 3" in error["message"], error
@@ -65,16 +66,16 @@ def test_bad_line_is_named_and_nothing_is_stored(client, db, service_settings, b
         assert error["param"] == field and f"field {field}" in error["message"]
     first = error["issues"][0]
     assert first["line"] == 3 and first["code"] == error["code"] and first["field"] == error["param"]
-    assert count_rows(db) == rows_before
-    assert stored_files(service_settings) == files_before
+    assert count_rows(idle_db) == rows_before
+    assert stored_files(idle_api) == files_before
 
 
-def test_broken_json_and_empty_file(client, db):
-    rows_before = count_rows(db)
+def test_broken_json_and_empty_file(client, idle_db):
+    rows_before = count_rows(idle_db)
     error = assert_envelope(upload(client, GOOD_DATASET + b"{not json\n"), 400)
     assert "line 5" in error["message"]
     assert_envelope(upload(client, b""), 400)
-    assert count_rows(db) == rows_before
+    assert count_rows(idle_db) == rows_before
 
 
 def test_upload_request_errors(client):
@@ -83,12 +84,12 @@ def test_upload_request_errors(client):
                     code="missing_required_parameter")
 
 
-def test_upload_over_the_size_limit_is_413(start_api, db, service_settings):
-    small = start_api(max_upload_bytes=200)
-    rows_before, files_before = count_rows(db), stored_files(service_settings)
+def test_upload_over_the_size_limit_is_413(start_api, idle_api, idle_db):
+    small = start_api(**idle_api.settings, max_upload_bytes=200)
+    rows_before, files_before = count_rows(idle_db), stored_files(idle_api)
     with httpx.Client(base_url=small.url) as c:
         assert_envelope(upload(c, GOOD_DATASET), 413, code="file_too_large")
-    assert count_rows(db) == rows_before and stored_files(service_settings) == files_before
+    assert count_rows(idle_db) == rows_before and stored_files(idle_api) == files_before
 
 
 def test_list_paginates_newest_first(client):
@@ -104,11 +105,11 @@ def test_list_paginates_newest_first(client):
     assert_envelope(client.get("/v1/files", params={"limit": 0}), 400, param="limit")
 
 
-def test_delete(client, service_settings):
+def test_delete(client, idle_api):
     file_id = upload(client).json()["id"]
     r = client.delete(f"/v1/files/{file_id}")
     assert r.json() == {"id": file_id, "object": "file", "deleted": True}
-    assert f"{file_id}.jsonl" not in stored_files(service_settings)
+    assert f"{file_id}.jsonl" not in stored_files(idle_api)
     assert_envelope(client.get(f"/v1/files/{file_id}"), 404, code="not_found")
     assert_envelope(client.delete(f"/v1/files/{file_id}"), 404)
 

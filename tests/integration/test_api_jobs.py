@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(api_server: str):
-    with httpx.Client(base_url=api_server, timeout=30) as c:
+def client(idle_api):
+    # No worker consumes this server's queue: jobs stay queued while we look at them.
+    with httpx.Client(base_url=idle_api.url, timeout=30) as c:
         yield c
 
 
@@ -50,11 +51,11 @@ def test_create_returns_a_queued_job(client, file_id):
     assert all(e["object"] == "fine_tuning.job.event" and e["level"] == "info" for e in events["data"])
 
 
-def test_job_was_sent_to_the_queue(client, file_id, redis_url, service_settings):
+def test_job_was_sent_to_the_queue(client, file_id, redis_url, idle_api):
     import redis
 
     job = client.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()
-    messages = redis.Redis.from_url(redis_url).lrange(service_settings["queue"], 0, -1)
+    messages = redis.Redis.from_url(redis_url).lrange(idle_api.settings["queue"], 0, -1)
     assert any(job["id"].encode() in m and b"worker.run_job" in m for m in messages)
 
 
@@ -82,12 +83,12 @@ def test_deprecated_top_level_hyperparameters(client, file_id):
     ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "invalid_value"),
     ({"seed": -1}, "seed", "invalid_value"),
 ])
-def test_invalid_request_is_400_and_creates_no_job(client, db, file_id, change, param, code):
-    before = job_count(db)
+def test_invalid_request_is_400_and_creates_no_job(client, idle_db, file_id, change, param, code):
+    before = job_count(idle_db)
     error = assert_envelope(client.post("/v1/fine_tuning/jobs", json={**dpo_body(file_id), **change}),
                             400, param=param, code=code)
     assert param.split(".")[-1] in error["message"]
-    assert job_count(db) == before
+    assert job_count(idle_db) == before
 
 
 def test_unknown_model_message_lists_available_models(client, file_id):
@@ -95,13 +96,13 @@ def test_unknown_model_message_lists_available_models(client, file_id):
     assert MODEL in error["message"]
 
 
-def test_missing_field_and_broken_json(client, db, file_id):
-    before = job_count(db)
+def test_missing_field_and_broken_json(client, idle_db, file_id):
+    before = job_count(idle_db)
     assert_envelope(client.post("/v1/fine_tuning/jobs", json={"training_file": file_id}), 400,
                     param="model", code="missing_required_parameter")
     assert_envelope(client.post("/v1/fine_tuning/jobs", content=b"{oops",
                                 headers={"content-type": "application/json"}), 400, code="invalid_json")
-    assert job_count(db) == before
+    assert job_count(idle_db) == before
 
 
 def test_list_paginates_newest_first_and_filters_metadata(client, file_id):
@@ -142,7 +143,7 @@ def test_adapter_before_success_is_409(client, file_id):
     assert_envelope(client.get(f"/v1/fine_tuning/jobs/{job_id}/adapter"), 409, code="adapter_not_ready")
 
 
-def test_checkpoints_metrics_and_adapters_as_recorded(client, db, file_id, service_settings):
+def test_checkpoints_metrics_and_adapters_as_recorded(client, idle_db, file_id, idle_api):
     """What the worker writes (rows + files under the artifacts dir) is what the API serves."""
     import io
     import zipfile
@@ -151,17 +152,17 @@ def test_checkpoints_metrics_and_adapters_as_recorded(client, db, file_id, servi
     from service.artifacts import ArtifactStore
 
     job_id = client.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"]
-    store = ArtifactStore(service_settings["artifacts_dir"])
+    store = ArtifactStore(idle_api.settings["artifacts_dir"])
     for key in (store.adapter_key(job_id), f"{store.checkpoint_key(job_id, 2)}/adapter"):
         Path(store.path(key)).mkdir(parents=True)
         (store.path(key) / "adapter_config.json").write_text("{}")
     ckpt_id = new_id("ftckpt")
-    db.add(CheckpointRow(id=ckpt_id, job_id=job_id, step_number=2, metrics={"train_loss": 0.5},
-                         storage_key=store.checkpoint_key(job_id, 2)))
+    idle_db.add(CheckpointRow(id=ckpt_id, job_id=job_id, step_number=2, metrics={"train_loss": 0.5},
+                              storage_key=store.checkpoint_key(job_id, 2)))
     for step in (2, 1):
-        db.add(MetricRow(job_id=job_id, step=step, kind="train", values={"loss": 1.0 / step}))
-    db.get(JobRow, db.scalar(select(JobRow.seq).where(JobRow.id == job_id))).status = "succeeded"
-    db.commit()
+        idle_db.add(MetricRow(job_id=job_id, step=step, kind="train", values={"loss": 1.0 / step}))
+    idle_db.scalar(select(JobRow).where(JobRow.id == job_id)).status = "succeeded"  # as the worker would
+    idle_db.commit()
 
     ckpts = client.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
     assert [(c["id"], c["step_number"], c["metrics"]) for c in ckpts] == [(ckpt_id, 2, {"train_loss": 0.5, "step": 2})]
@@ -189,23 +190,23 @@ def test_unknown_ids_and_routes_are_404_envelopes(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_file_format_must_suit_the_method(client, db):
+def test_file_format_must_suit_the_method(client, idle_db):
     chat = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
     uploaded = upload(client, chat).json()
     assert uploaded["format"] == "chat"
-    before = job_count(db)
+    before = job_count(idle_db)
     error = assert_envelope(client.post("/v1/fine_tuning/jobs", json=dpo_body(uploaded["id"])), 400,
                             param="training_file", code="invalid_file_format")
     assert "'preference'" in error["message"]
-    assert job_count(db) == before
+    assert job_count(idle_db) == before
     supervised = {"model": MODEL, "training_file": uploaded["id"], "method": {"type": "supervised"}}
     assert client.post("/v1/fine_tuning/jobs", json=supervised).status_code == 200
 
 
-def test_broker_down_keeps_the_job_queued_with_a_warning(start_api):
+def test_broker_down_keeps_the_job_queued_with_a_warning(start_api, idle_api):
     from tests.infra import free_port
 
-    server = start_api(broker_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    server = start_api(**{**idle_api.settings, "broker_url": f"redis://127.0.0.1:{free_port()}/0"})  # nobody there
     with httpx.Client(base_url=server.url, timeout=60) as c:
         job = c.post("/v1/fine_tuning/jobs", json=dpo_body(upload(c).json()["id"]))
         assert job.status_code == 200 and job.json()["status"] == "queued"

@@ -14,8 +14,9 @@ DPO = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "n_epochs": 1, "b
 
 
 @pytest.fixture
-def client(api_server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{api_server}/v1", api_key="test", max_retries=0, timeout=30)
+def client(idle_api) -> openai.OpenAI:
+    # No worker consumes this server's queue, so cancel always finds the job unfinished.
+    return openai.OpenAI(base_url=f"{idle_api.url}/v1", api_key="test", max_retries=0, timeout=30)
 
 
 @pytest.fixture
