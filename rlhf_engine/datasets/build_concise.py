@@ -1,0 +1,116 @@
+"""Build the bundled `concise` preference dataset (deterministic; rerun to regenerate the JSONL).
+
+Property a program can check: a preferred answer is ONE sentence of at most 15 words that
+contains the question's key fact. The rejected answer holds the same fact buried in filler and
+hedging (so correctness alone cannot separate them; only style can). Evaluation
+(rlhf_engine/evaluate_concise.py) measures, on held-out questions: the share of answers with the
+property, the share that still contain the key fact, and repetition.
+
+    python -m rlhf_engine.datasets.build_concise
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+# (question, key fact that a correct answer must contain, concise answer)
+FACTS = [
+    ("What is the capital of France?", "Paris", "The capital of France is Paris."),
+    ("What is the capital of Japan?", "Tokyo", "The capital of Japan is Tokyo."),
+    ("What is the capital of Italy?", "Rome", "Rome is the capital of Italy."),
+    ("What is the capital of Spain?", "Madrid", "Madrid is the capital of Spain."),
+    ("What is the capital of Germany?", "Berlin", "Berlin is the capital of Germany."),
+    ("What is the capital of Canada?", "Ottawa", "The capital of Canada is Ottawa."),
+    ("What is the capital of Egypt?", "Cairo", "Cairo is the capital of Egypt."),
+    ("What is the capital of Kenya?", "Nairobi", "Nairobi is the capital of Kenya."),
+    ("How many days are in a week?", "seven", "A week has seven days."),
+    ("How many legs does a spider have?", "eight", "A spider has eight legs."),
+    ("How many continents are there?", "seven", "There are seven continents."),
+    ("What is the largest planet in our solar system?", "Jupiter", "Jupiter is the largest planet in our solar system."),
+    ("What planet is known as the Red Planet?", "Mars", "Mars is known as the Red Planet."),
+    ("What gas do plants absorb from the air?", "carbon dioxide", "Plants absorb carbon dioxide from the air."),
+    ("What is the boiling point of water at sea level in Celsius?", "100", "Water boils at 100 degrees Celsius at sea level."),
+    ("What is the freezing point of water in Celsius?", "0", "Water freezes at 0 degrees Celsius."),
+    ("Who wrote Romeo and Juliet?", "Shakespeare", "William Shakespeare wrote Romeo and Juliet."),
+    ("What is the chemical symbol for gold?", "Au", "The chemical symbol for gold is Au."),
+    ("What is the chemical symbol for water?", "H2O", "The chemical formula for water is H2O."),
+    ("What is the largest ocean on Earth?", "Pacific", "The Pacific is the largest ocean on Earth."),
+    ("What is the tallest mountain in the world?", "Everest", "Mount Everest is the tallest mountain in the world."),
+    ("What is the longest river in Africa?", "Nile", "The Nile is the longest river in Africa."),
+    ("What do bees make?", "honey", "Bees make honey."),
+    ("What is the opposite of hot?", "cold", "The opposite of hot is cold."),
+    ("What color do you get by mixing blue and yellow?", "green", "Mixing blue and yellow makes green."),
+    ("How many hours are in a day?", "24", "A day has 24 hours."),
+    ("What is 7 times 8?", "56", "Seven times eight is 56."),
+    ("What is 12 plus 15?", "27", "Twelve plus fifteen is 27."),
+    ("What is the square root of 81?", "9", "The square root of 81 is 9."),
+    ("Which animal is known as the king of the jungle?", "lion", "The lion is known as the king of the jungle."),
+    ("What is the main language spoken in Brazil?", "Portuguese", "The main language of Brazil is Portuguese."),
+    ("What is the smallest prime number?", "2", "The smallest prime number is 2."),
+    ("Which organ pumps blood through the body?", "heart", "The heart pumps blood through the body."),
+    ("What is the hardest natural substance?", "diamond", "Diamond is the hardest natural substance."),
+    ("How many minutes are in an hour?", "60", "An hour has 60 minutes."),
+    ("What is the currency of Japan?", "yen", "The currency of Japan is the yen."),
+    ("Which star is at the center of our solar system?", "Sun", "The Sun is at the center of our solar system."),
+    ("What is frozen water called?", "ice", "Frozen water is called ice."),
+    ("Who painted the Mona Lisa?", "Leonardo", "Leonardo da Vinci painted the Mona Lisa."),
+    ("What is the capital of Australia?", "Canberra", "Canberra is the capital of Australia."),
+    ("What is the capital of Russia?", "Moscow", "Moscow is the capital of Russia."),
+    ("How many sides does a triangle have?", "three", "A triangle has three sides."),
+    ("What is the largest mammal?", "blue whale", "The blue whale is the largest mammal."),
+    ("What do caterpillars turn into?", "butterfl", "Caterpillars turn into butterflies or moths."),
+    ("What is the capital of China?", "Beijing", "Beijing is the capital of China."),
+    ("What is 9 minus 4?", "5", "Nine minus four is 5."),
+    ("Which planet is closest to the Sun?", "Mercury", "Mercury is the closest planet to the Sun."),
+    ("What is the capital of India?", "New Delhi", "New Delhi is the capital of India."),
+    ("How many wheels does a bicycle have?", "two", "A bicycle has two wheels."),
+    ("What is the capital of Mexico?", "Mexico City", "Mexico City is the capital of Mexico."),
+    ("What is the capital of Greece?", "Athens", "Athens is the capital of Greece."),
+    ("What is the capital of Portugal?", "Lisbon", "Lisbon is the capital of Portugal."),
+    ("How many months are in a year?", "12", "A year has 12 months."),
+    ("What is the opposite of up?", "down", "The opposite of up is down."),
+    ("What is the capital of Norway?", "Oslo", "Oslo is the capital of Norway."),
+    ("What is 6 times 7?", "42", "Six times seven is 42."),
+]
+
+OPENERS = ["That's a great question, and I'm happy to help you think it through.",
+           "Thank you so much for asking! There is a lot one could say about this topic.",
+           "Well, this is something many people wonder about, and it deserves a careful answer.",
+           "Certainly! Let me take a moment to walk you through this in some detail."]
+CLOSERS = ["Of course, it is always a good idea to double-check with other reliable sources as well.",
+           "I hope this lengthy explanation helps, and please feel free to ask any follow-up questions!",
+           "There are many more interesting details, but that is the essence of it, more or less.",
+           "Let me know if you would like me to elaborate further on any part of this answer."]
+
+
+def verbose(answer: str, rng: random.Random) -> str:
+    return (f"{rng.choice(OPENERS)} After considering the question from several angles, I believe that, "
+            f"generally speaking, {answer[0].lower() + answer[1:]} {rng.choice(CLOSERS)}")
+
+
+def record(question: str, answer: str, rng: random.Random) -> dict:
+    return {"input": {"messages": [{"role": "user", "content": question}]},
+            "preferred_output": [{"role": "assistant", "content": answer}],
+            "non_preferred_output": [{"role": "assistant", "content": verbose(answer, rng)}]}
+
+
+def main() -> None:
+    rng = random.Random(0)
+    facts = FACTS[:]
+    rng.shuffle(facts)
+    held_out, train = facts[:16], facts[16:]
+    write(HERE / "concise_train.jsonl", [record(q, a, rng) for q, _, a in train])
+    write(HERE / "concise_eval.jsonl", [record(q, a, rng) for q, _, a in held_out])
+    (HERE / "concise_eval_keys.json").write_text(json.dumps({q: k for q, k, _ in held_out}, indent=1) + "\n")
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
