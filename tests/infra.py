@@ -121,7 +121,7 @@ def create_database(admin_url: str, prefix: str = "rlhf_test") -> str:
 
 
 def drop_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1].split("?", 1)[0]
+    name = url.partition("://")[2].partition("/")[2].partition("?")[0]
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
