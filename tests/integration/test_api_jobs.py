@@ -114,7 +114,7 @@ def test_list_paginates_newest_first_and_filters_metadata(client, file_id):
     assert [j["id"] for j in first["data"]] == ids[::-1][:2]
     second = client.get("/v1/fine_tuning/jobs", params={"limit": 2, "after": ids[1]}).json()
     assert second["data"][0]["id"] == ids[0]
-    tagged = client.get("/v1/fine_tuning/jobs", params={f"metadata[batch]": tag, "limit": 100}).json()
+    tagged = client.get("/v1/fine_tuning/jobs", params={"metadata[batch]": tag, "limit": 100}).json()
     assert [j["id"] for j in tagged["data"]] == ids[::-1] and tagged["has_more"] is False
     assert_envelope(client.get("/v1/fine_tuning/jobs", params={"limit": 101}), 400, param="limit")
 
