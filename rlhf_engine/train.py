@@ -77,8 +77,12 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
     device_type = next(model.parameters()).device.type
     last: dict[str, float] = {}
 
+    last_saved = state.step
     while state.step < total:
         if reporter.should_stop():
+            # Save where we are, so a paused job resumes without repeating a step.
+            if state.step > last_saved:
+                _save(model, optimizer, scheduler, state, out_dir, state.step + step_offset, last, reporter)
             return FitResult(state.step, state.trained_tokens, True, last)
         epoch, within = divmod(state.step, steps_per_epoch)
         order = epoch_order(n, seed, epoch)
@@ -117,11 +121,16 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total:
             _evaluate(model, algo, reporter, step)
         if state.step % ckpt_every == 0 or state.step == total:
-            path = checkpoint.save(Path(out_dir) / "checkpoints" / f"step-{step:06d}", model, optimizer, scheduler, state)
-            reporter.checkpoint(step, path, last)
+            _save(model, optimizer, scheduler, state, out_dir, step, last, reporter)
+            last_saved = state.step
 
     final_eval = _evaluate(model, algo, reporter, state.step + step_offset)
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
+
+
+def _save(model, optimizer, scheduler, state, out_dir: Path, step: int, metrics: dict, reporter: Reporter) -> None:
+    path = checkpoint.save(Path(out_dir) / "checkpoints" / f"step-{step:06d}", model, optimizer, scheduler, state)
+    reporter.checkpoint(step, path, metrics)
 
 
 def _evaluate(model, algo, reporter: Reporter, step: int) -> dict[str, float] | None:
