@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from rlhf_engine.data.batching import collate_pairs
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
 
@@ -28,18 +27,25 @@ def cache_key(model_dir: Path, pairs: list[TokenizedPair]) -> str:
 
 
 @torch.no_grad()
-def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8) -> torch.Tensor:
-    """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model."""
+def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
+            packing: bool | None = None) -> torch.Tensor:
+    """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model.
+
+    Prefix-shared packing (rlhf_engine/packing.py) unless `packing=False`; the values are the same.
+    """
+    from rlhf_engine.algorithms.dpo import make_batch, packing_default
+
+    packing = packing_default() if packing is None else packing
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
     # Sorting by length keeps padding low; the order does not matter for a no-grad pass.
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].chosen))
+    order = sorted(range(len(pairs)), key=lambda i: (pairs[i].num_tokens, i))
     was_training = model.training
     model.eval()
     disable = model.disable_adapter() if hasattr(model, "disable_adapter") else _null()
     with disable:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            sums, _ = completion_logps(model, collate_pairs([pairs[i] for i in idx], pad_id))
+            sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing)[0])
             n = len(idx)
             out[idx, 0] = sums[:n].double().cpu()
             out[idx, 1] = sums[n:].double().cpu()

@@ -2,18 +2,39 @@
 
 The loop (rlhf_engine/train.py) owns optimisation; this file owns the batch and the loss. The
 reference log-probs arrive precomputed (rlhf_engine/reference.py), so a step is one forward and
-one backward over the chosen and rejected rows together.
+one backward over the chosen and rejected sides together.
+
+Layout: by default each pair is packed prefix-shared and padding-free (rlhf_engine/packing.py):
+the prompt is run once for both completions. `packing=False` (or RLHF_ENGINE_PACKING=0) selects
+the plain layout, two right-padded rows per pair; both give the same log-probs (tests prove it).
+Packing only changes the layout inside a micro-batch, never which examples share a step.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from rlhf_engine import losses
 from rlhf_engine.data.batching import collate_pairs, padding_fraction
+from rlhf_engine.packing import pack_pairs
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
 from rlhf_engine.spec import DpoHyperparameters
+
+
+def packing_default() -> bool:
+    return os.environ.get("RLHF_ENGINE_PACKING", "1").lower() not in ("0", "false", "no", "off")
+
+
+def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool) -> tuple[dict, float, int]:
+    """(batch, padding fraction, tokens the forward processes) in the packed or the plain layout."""
+    if packing:
+        batch = pack_pairs(pairs, pad_id)
+        return batch, batch["padding_fraction"], batch["tokens"]
+    batch = collate_pairs(pairs, pad_id)
+    return batch, padding_fraction(batch), int(batch["attention_mask"].sum())
 
 
 def preference_loss(name: str, hp: DpoHyperparameters, pi_w, pi_l, ref_w, ref_l, len_w, len_l) -> torch.Tensor:
@@ -35,8 +56,10 @@ def preference_loss(name: str, hp: DpoHyperparameters, pi_w, pi_l, ref_w, ref_l,
 
 class DPO:
     def __init__(self, hp: DpoHyperparameters, pairs: list[TokenizedPair], ref_logps: torch.Tensor, pad_id: int,
-                 eval_pairs: list[TokenizedPair] | None = None, eval_ref_logps: torch.Tensor | None = None):
+                 eval_pairs: list[TokenizedPair] | None = None, eval_ref_logps: torch.Tensor | None = None,
+                 *, packing: bool | None = None):
         self.hp, self.pairs, self.ref, self.pad_id = hp, pairs, ref_logps, pad_id
+        self.packing = packing_default() if packing is None else packing
         self.eval_pairs, self.eval_ref = eval_pairs or [], eval_ref_logps
         self.weights = hp.weighted_losses
 
@@ -45,7 +68,7 @@ class DPO:
         return len(self.pairs)
 
     def _forward(self, model, pairs, ref):
-        batch = collate_pairs(pairs, self.pad_id)
+        batch, padding, tokens = make_batch(pairs, self.pad_id, self.packing)
         sums, counts = completion_logps(model, batch)
         n = len(pairs)
         pi_w, pi_l = sums[:n], sums[n:]
@@ -64,9 +87,8 @@ class DPO:
                 "rewards/accuracies": (r_w > r_l).float().mean().item(),
                 "logps/chosen": pi_w.mean().item(),
                 "logps/rejected": pi_l.mean().item(),
-                "padding_fraction": padding_fraction(batch),
+                "padding_fraction": padding,
             }
-        tokens = int(batch["attention_mask"].sum())
         return per_example.mean(), stats, tokens
 
     def loss(self, model, indices: list[int]):

@@ -40,6 +40,7 @@ class FileRow(Base):
 
 class JobRow(Base):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("project_id", "idempotency_key", name="uq_jobs_idempotency_key"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -66,6 +67,11 @@ class JobRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    # `Idempotency-Key` of the create request and a hash of its body (migration 0002): the same
+    # key with the same body returns this job again; with another body it is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class EventRow(Base):
@@ -110,7 +116,38 @@ class CheckpointRow(Base):
     is_final: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# Job statuses, as the OpenAI API names them.
+class ProjectRow(Base):
+    """A tenant. Files and jobs carry its id; "default" is the project of an install without keys."""
+
+    __tablename__ = "projects"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
+class ApiKeyRow(Base):
+    """An API key, stored only as the sha256 of the secret (the secret is shown once, at creation)."""
+
+    __tablename__ = "api_keys"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    project_id: Mapped[str] = mapped_column(String(64), ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # first characters, so an operator can tell keys apart
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+DEFAULT_PROJECT = "default"
+
+# Job statuses, as the OpenAI API names them, plus `paused` (an extension: stopped at a checkpoint
+# by the user, resumed with POST .../resume).
 VALIDATING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+PAUSED = "paused"
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+ACTIVE = (VALIDATING, QUEUED, RUNNING, PAUSED)  # a job in these states still needs its files

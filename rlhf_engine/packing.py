@@ -1,0 +1,116 @@
+"""Prefix-shared, padding-free packing of preference pairs for one forward pass.
+
+The plain layout (rlhf_engine/data/batching.py) runs every pair as two right-padded rows,
+`prompt + chosen` and `prompt + rejected`: the prompt is computed twice and the rows are padded to
+the longest one. Here each pair becomes one *segment*
+
+    [ prompt (P) | chosen (C) | rejected (R) ]      position ids 0..P-1 | P..P+C-1 | P..P+R-1
+
+with an attention mask under which chosen tokens see the prompt and earlier chosen tokens,
+rejected tokens see the prompt and earlier rejected tokens (never the chosen ones), and prompt
+tokens see earlier prompt tokens. Every hidden state is then exactly what the plain layout
+computes for that token (same visible keys, same positions), so log-probs and gradients agree up
+to float rounding; the prompt costs P tokens instead of 2P. Segments are packed first-fit
+(longest first) into rows no longer than the longest segment, so rows carry little padding.
+
+Targets are addressed explicitly: the first chosen and the first rejected token are both
+predicted by the last prompt position, which is why a batch carries `pred_index` (flat position
+of the predicting hidden state) instead of a shifted mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_engine.data.tokenize import TokenizedPair
+
+PROMPT, CHOSEN, REJECTED = 0, 1, 2
+
+
+def _place(lengths: list[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: rows of segment indices, each row's total length <= capacity.
+
+    Ties are broken by index, so the layout is a pure function of the lengths.
+    """
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: (-lengths[k], k)):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(capacity - lengths[i])
+    return rows
+
+
+def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | None = None) -> dict:
+    """Pack pairs into prefix-shared rows.
+
+    Returns input_ids/position_ids [rows, L], attention_mask [rows, 1, L, L] (bool, True = may
+    attend), and for every completion token: pred_index (flat index into [rows * L] of the hidden
+    state predicting it), targets (its id) and seq (0..n-1 chosen of pair i, n..2n-1 rejected).
+    `num_seqs` = 2n; `tokens` = real tokens in the batch; `padding_fraction` of [rows, L].
+    """
+    n = len(pairs)
+    lengths = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
+    capacity = max(row_capacity or 0, max(lengths))
+    rows = _place(lengths, capacity)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    group = torch.full((len(rows), width), -1, dtype=torch.long)  # segment id; -1 = padding
+    branch = torch.full((len(rows), width), -1, dtype=torch.long)
+    pred_index, targets, seq = [], [], []
+    for r, row in enumerate(rows):
+        at = 0
+        for i in row:
+            p, c, j = pairs[i].prompt, pairs[i].chosen, pairs[i].rejected
+            if not p:
+                raise ValueError("a pair needs at least one prompt token to predict its first completion token")
+            P = len(p)
+            input_ids[r, at:at + P + len(c) + len(j)] = torch.tensor(p + c + j, dtype=torch.long)
+            position_ids[r, at:at + P] = torch.arange(P)
+            position_ids[r, at + P:at + P + len(c)] = torch.arange(P, P + len(c))
+            position_ids[r, at + P + len(c):at + P + len(c) + len(j)] = torch.arange(P, P + len(j))
+            group[r, at:at + P + len(c) + len(j)] = i
+            branch[r, at:at + P] = PROMPT
+            branch[r, at + P:at + P + len(c)] = CHOSEN
+            branch[r, at + P + len(c):at + P + len(c) + len(j)] = REJECTED
+            base = r * width + at
+            last_prompt = base + P - 1
+            for k, ids, start, sid in ((CHOSEN, c, P, i), (REJECTED, j, P + len(c), n + i)):
+                if not ids:
+                    continue
+                # token 0 is predicted by the last prompt position, token t>0 by token t-1 of its own branch
+                pred_index.append(last_prompt)
+                pred_index.extend(range(base + start, base + start + len(ids) - 1))
+                targets.extend(ids)
+                seq.extend([sid] * len(ids))
+            at += lengths[i]
+
+    idx = torch.arange(width)
+    causal = idx[None, :] <= idx[:, None]  # [L(q), L(k)]
+    same = group[:, :, None] == group[:, None, :]
+    visible = (branch[:, None, :] == PROMPT) | (branch[:, :, None] == branch[:, None, :])
+    mask = same & visible & causal & (group[:, :, None] >= 0)
+    mask |= torch.eye(width, dtype=torch.bool)  # padding attends to itself only: no empty softmax rows
+    tokens = sum(lengths)
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": mask[:, None],
+        "pred_index": torch.tensor(pred_index, dtype=torch.long),
+        "targets": torch.tensor(targets, dtype=torch.long),
+        "seq": torch.tensor(seq, dtype=torch.long),
+        "num_seqs": 2 * n,
+        "tokens": tokens,
+        "padding_fraction": 1.0 - tokens / input_ids.numel(),
+    }
+
+
+def is_packed(batch: dict) -> bool:
+    return "pred_index" in batch
