@@ -6,18 +6,23 @@ Conventions (one table, so clients and tests can rely on them):
     400     invalid_request_error   invalid_value, unknown_parameter,    bad body, query or upload
                                     missing_required_parameter,
                                     invalid_json, <dataset issue code>
-    404     invalid_request_error   not_found, unknown_url               unknown id or route
+    401     invalid_request_error   missing_api_key, invalid_api_key     no key / unknown or revoked key
+    404     invalid_request_error   not_found, unknown_url               unknown id or route, or another
+                                                                         project's id (never 403)
     405     invalid_request_error   method_not_allowed                   wrong verb on a known route
     409     invalid_request_error   job_not_cancellable, file_in_use,    the object's state forbids it
                                     adapter_not_ready
-    413     invalid_request_error   file_too_large                       upload over the size limit
+    413     invalid_request_error   file_too_large, body_too_large       upload / body over the limit
+    429     requests                rate_limit_exceeded                  per-key rate limit; Retry-After
     500     server_error            internal_error                       a bug; details only in the log
+    503     server_error            dependency_unavailable               /readyz: database or broker down
 
 OpenAI itself answers body validation with 400 (not FastAPI's 422), so we do too, and `param` is
 the dotted path of the offending field (`method.dpo.hyperparameters.beta`).
 
 4xx answers carry `x-should-retry: false`: the official client otherwise retries 409s, and
-repeating a request that the state of an object refused cannot help.
+repeating a request that the state of an object refused cannot help. 429 is the exception: there
+the client should wait `Retry-After` seconds and try again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -40,10 +46,12 @@ class APIError(Exception):
     """Raise from anywhere in a request; the handler turns it into the envelope."""
 
     def __init__(self, status: int, message: str, type: str = INVALID_REQUEST,
-                 param: str | None = None, code: str | None = None, extra: dict[str, Any] | None = None):
+                 param: str | None = None, code: str | None = None, extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type = status, message, type
         self.param, self.code, self.extra = param, code, extra or {}
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
@@ -59,8 +67,28 @@ def bad_request(message: str, param: str | None = None, code: str = "invalid_val
 
 
 def _respond(err: APIError) -> JSONResponse:
-    headers = {"x-should-retry": "false"} if err.status < 500 else None
-    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+    headers = {"x-should-retry": "false"} if err.status < 500 and err.status != 429 else {}
+    return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers})
+
+
+# ---- the envelope in the OpenAPI schema (clients and schemathesis check responses against it) ----
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorDetail
+
+
+# Declared on every route (FastAPI(responses=...)): any route can answer these.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorEnvelope, "description": "The request was refused (error envelope)."},
+    "5XX": {"model": ErrorEnvelope, "description": "Server or dependency error (error envelope)."},
+}
 
 
 # ---- pydantic / FastAPI validation errors --------------------------------------------------------

@@ -40,8 +40,9 @@ def _method(body: JobCreate) -> Method:
     return Method(type="supervised")
 
 
-def _file(db: Session, file_id: str, param: str, method: Method) -> FileRow:
-    row = db.scalar(select(FileRow).where(FileRow.id == file_id))
+def _file(db: Session, project_id: str, file_id: str, param: str, method: Method) -> FileRow:
+    # Another project's file is as unknown as a file that does not exist.
+    row = db.scalar(select(FileRow).where(FileRow.id == file_id, FileRow.project_id == project_id))
     if row is None:
         # An unknown file named in a job body is a bad request (OpenAI answers 400 too), not a 404.
         raise bad_request(f"Invalid {param}: no file with id {file_id!r}.", param=param, code="invalid_file")
@@ -56,7 +57,7 @@ def _file(db: Session, file_id: str, param: str, method: Method) -> FileRow:
     return row
 
 
-def resolve(body: JobCreate, db: Session, registry: ModelRegistry) -> ResolvedJob:
+def resolve(body: JobCreate, db: Session, registry: ModelRegistry, project_id: str) -> ResolvedJob:
     try:
         entry = registry.get(body.model)
     except UnknownModel as err:
@@ -66,8 +67,9 @@ def resolve(body: JobCreate, db: Session, registry: ModelRegistry) -> ResolvedJo
         raise bad_request(f"Model {body.model!r} is a {entry.kind}, not a model that can be fine-tuned.",
                           param="model", code="model_not_available")
     method = _method(body)
-    training = _file(db, body.training_file, "training_file", method)
-    validation = _file(db, body.validation_file, "validation_file", method) if body.validation_file else None
+    training = _file(db, project_id, body.training_file, "training_file", method)
+    validation = (_file(db, project_id, body.validation_file, "validation_file", method)
+                  if body.validation_file else None)
     # OpenAI picks a seed when none is given and reports it, so every job is reproducible.
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     return ResolvedJob(model=body.model, training_file=training, validation_file=validation,

@@ -31,9 +31,27 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # a job that crashes its worker this often ends failed
     task_time_limit: int = 7 * 24 * 3600
 
-    # Limits.
+    # Access. With no active API key in the database the API runs open as project "default";
+    # `auth_required` refuses requests without a key even then (a production install sets it).
+    auth_required: bool = False
+
+    # Limits (README, "Operators"). 0 turns a limit off.
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024  # every request body other than a file upload
     max_examples_per_file: int = 1_000_000
+    max_concurrent_jobs_per_project: int = 4  # more stay `queued` until one finishes
+    rate_limit_per_minute: int = 600  # per API key (open mode, no keys: not limited)
+    rate_limit_burst: int = 60
+    # "memory": one token bucket per key in each API process (one replica). "redis": a shared
+    # per-minute counter in RLHF_RATE_LIMIT_REDIS_URL (or the broker, if it is Redis) for replicas.
+    rate_limit_backend: str = "memory"
+    rate_limit_redis_url: str | None = None
+
+    # Operations.
+    log_level: str = "INFO"
+    log_format: str = "json"  # json (one object per line) or text
+    sse_poll_seconds: float = 0.5  # how often a live event stream looks for new rows
+    sse_keepalive_seconds: float = 15.0
 
 
 @lru_cache

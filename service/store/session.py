@@ -37,7 +37,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # connect_timeout: a database that is down must fail requests (and /readyz) fast, not hang them.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
 def session_factory(url: str) -> sessionmaker[Session]:

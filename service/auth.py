@@ -1,0 +1,90 @@
+"""API keys: who is calling, and which project (tenant) their request may see.
+
+Keys are `rlhf-` + 43 random URL-safe characters (256 bits). Only their sha256 is stored: a key
+that random needs no slow hash, and a database leak reveals no usable key. The key is shown once,
+by `python -m service.admin create-key`.
+
+Compatibility rule: while the database holds no active key (and RLHF_AUTH_REQUIRED is off) the
+API runs open, as project "default", and ignores whatever `Authorization` header a client sends
+(the openai client always sends one). The first active key switches every /v1 request to
+"key required".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import limits
+from service.deps import DB, SettingsDep
+from service.errors import APIError
+from service.store.models import DEFAULT_PROJECT, ApiKeyRow
+
+KEY_PREFIX = "rlhf-"
+
+
+@dataclass(frozen=True)
+class Caller:
+    project_id: str
+    key_id: str | None  # None in open mode
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+def _find_key(db: Session, secret: str) -> ApiKeyRow | None:
+    digest = hash_key(secret)
+    row = db.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest, ApiKeyRow.revoked_at.is_(None)))
+    # The lookup is by hash, so timing says nothing about the secret; compare anyway, in constant time.
+    return row if row is not None and hmac.compare_digest(row.key_hash, digest) else None
+
+
+def auth_enabled(db: Session, required: bool) -> bool:
+    return required or db.scalar(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None)).limit(1)) is not None
+
+
+def _unauthorized(message: str, code: str) -> APIError:
+    return APIError(401, message, code=code, headers={"www-authenticate": "Bearer"})
+
+
+# Declares the bearer scheme in the OpenAPI schema; the checks below do the work.
+_scheme = HTTPBearer(auto_error=False, description="An API key from `rlhf-admin create-key`.")
+
+
+def current_caller(request: Request, db: DB, settings: SettingsDep,
+                   _: Annotated[object, Depends(_scheme)] = None) -> Caller:
+    token = _bearer(request)
+    row = _find_key(db, token) if token and len(token) <= 256 else None
+    if row is None:
+        if not auth_enabled(db, settings.auth_required):
+            return Caller(project_id=DEFAULT_PROJECT, key_id=None)
+        if token is None:
+            raise _unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
+                                "missing_api_key")
+        raise _unauthorized("Incorrect API key provided.", "invalid_api_key")
+    limits.check_rate(row.id, settings)
+    return Caller(project_id=row.project_id, key_id=row.id)
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
