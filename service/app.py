@@ -1,6 +1,6 @@
 """The API process: `uvicorn service.app:app`.
 
-Routes live under /v1 in OpenAI's shapes; `/healthz` answers as long as the process runs.
+Routes live under /v1 in OpenAI's shapes; `/healthz`, `/readyz` and `/metrics` serve operators.
 On start-up the schema is checked: SQLite (the embedded default) is migrated on the spot, a
 server database must have been migrated beforehand with `python -m service.migrate`, because
 several API replicas racing to migrate one Postgres is worse than a clear refusal to start.
@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, migrate
-from service.routes import files, job_outputs, jobs
+from service import errors, limits, migrate, observability, sse
+from service.routes import files, job_outputs, jobs, ops
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -32,20 +32,25 @@ def prepare_database(url: str) -> None:
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     prepare_database(get_settings().database_url)
+    sse.install_shutdown_hook()  # live event streams end when uvicorn is told to stop
+    log.info("API ready")
     yield
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
+    observability.configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(title="RLHF service", version="0.1.0", lifespan=lifespan,
-                  description="Self-hostable alignment training with an OpenAI-compatible API.")
+                  description="Self-hostable alignment training with an OpenAI-compatible API.",
+                  responses=errors.ERROR_RESPONSES)
     errors.install(app)
+    # Outermost last: the request id and access log wrap everything, including size refusals.
+    app.add_middleware(limits.BodySizeLimit)
+    app.add_middleware(observability.RequestContext)
     for router in (files.router, jobs.router, job_outputs.router):
         app.include_router(router, prefix="/v1")
-
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.include_router(ops.router)
+    # The web dashboard (service/dashboard/) includes its router here.
     return app
 
 

@@ -12,11 +12,11 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlhf_engine.spec import Method, SupervisedHyperparameters
-from service.store.models import CheckpointRow, EventRow, FileRow, JobRow
+from service.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, now
 
 T = TypeVar("T")
 
-ORGANIZATION_ID = "org-local"  # single-tenant for now; issue 5 brings projects
+ORGANIZATION_ID = "org-local"  # one organisation per install; tenants are its projects
 
 
 class ListObject(BaseModel, Generic[T]):
@@ -163,7 +163,21 @@ class FineTuningJob(BaseModel):
             model=row.model, seed=row.seed, status=row.status, trained_tokens=row.trained_tokens,
             training_file=row.training_file, validation_file=row.validation_file,
             metadata=row.metadata_, method=method.public_dict(), suffix=row.suffix,
-            steps_completed=row.steps_completed or 0, total_steps=row.total_steps, result=row.result)
+            steps_completed=row.steps_completed or 0, total_steps=row.total_steps, result=row.result,
+            estimated_finish=estimate_finish(row.status, row.started_at, row.steps_completed or 0,
+                                             row.total_steps, now()))
+
+
+def estimate_finish(status: str, started_at: int | None, steps: int, total: int | None, at: int) -> int | None:
+    """When a running job should end, from its average step rate so far (Unix seconds).
+
+    The average since the first start includes model loading and any pause, so early estimates
+    run late; that errs on the side a user can plan with.
+    """
+    if status != RUNNING or not started_at or not total or steps <= 0 or at <= started_at:
+        return None
+    seconds_per_step = (at - started_at) / steps
+    return int(at + max(0, total - steps) * seconds_per_step)
 
 
 class Event(BaseModel):

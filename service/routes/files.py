@@ -12,18 +12,18 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from rlhf_engine.data import formats
+from service.auth import CallerDep
 from service.deps import DB, Artifacts, SettingsDep
 from service.errors import APIError, bad_request
 from service.lookups import get_file
 from service.pagination import paginate
 from service.schemas import Deleted, FileObject, ListObject
-from service.store.models import QUEUED, RUNNING, VALIDATING, FileRow, JobRow, new_id
+from service.store.models import ACTIVE, FileRow, JobRow, new_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/files", tags=["files"])
 
 PURPOSES = ("fine-tune",)
-ACTIVE_STATUSES = (VALIDATING, QUEUED, RUNNING)  # a job in these states still reads its files
 MAX_REPORTED_ISSUES = 20
 _CHUNK = 1024 * 1024
 
@@ -41,9 +41,11 @@ def _read_limited(upload: UploadFile, limit: int) -> bytes:
 
 
 def _display_name(filename: str | None) -> str:
-    # Shown back to the user only; storage uses the generated id. Drop any directory part.
+    # Metadata only, shown back to the user; storage uses the generated id. Drop any directory
+    # part and control characters (a name ends up in logs and Content-Disposition headers).
     name = PurePosixPath((filename or "").replace("\\", "/")).name
-    return name[:255] or "upload.jsonl"
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:255] if name not in ("", ".", "..") else "upload.jsonl"
 
 
 def _dataset_error(err: formats.DatasetError) -> APIError:
@@ -62,8 +64,8 @@ def _dataset_error(err: formats.DatasetError) -> APIError:
 
 # Plain `def` handlers run in FastAPI's thread pool: parsing and the database calls block.
 @router.post("", response_model=FileObject)
-def upload_file(db: DB, store: Artifacts, settings: SettingsDep,
-                      file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
+def upload_file(db: DB, store: Artifacts, settings: SettingsDep, caller: CallerDep,
+                file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
     if purpose not in PURPOSES:
         raise bad_request(f"Invalid purpose {purpose!r}; supported: {', '.join(PURPOSES)}.", param="purpose")
     data = _read_limited(file, settings.max_upload_bytes)
@@ -73,7 +75,7 @@ def upload_file(db: DB, store: Artifacts, settings: SettingsDep,
         raise _dataset_error(err) from None
     file_id = new_id("file")
     key = store.save_file(file_id, data)
-    row = FileRow(id=file_id, filename=_display_name(file.filename), purpose=purpose, bytes=len(data),
+    row = FileRow(id=file_id, project_id=caller.project_id, filename=_display_name(file.filename), purpose=purpose, bytes=len(data),
                   storage_key=key, format=parsed.format, num_examples=parsed.num_examples,
                   sha256=hashlib.sha256(data).hexdigest())
     db.add(row)
@@ -86,9 +88,10 @@ def upload_file(db: DB, store: Artifacts, settings: SettingsDep,
 
 
 @router.get("", response_model=ListObject[FileObject])
-def list_files(db: DB, after: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+def list_files(db: DB, caller: CallerDep, after: str | None = None,
+               limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
                order: Literal["asc", "desc"] = "desc", purpose: str | None = None) -> ListObject[FileObject]:
-    stmt = select(FileRow)
+    stmt = select(FileRow).where(FileRow.project_id == caller.project_id)
     if purpose is not None:
         stmt = stmt.where(FileRow.purpose == purpose)
     rows, has_more = paginate(db, stmt, FileRow, after=after, limit=limit, newest_first=order == "desc")
@@ -96,21 +99,22 @@ def list_files(db: DB, after: str | None = None, limit: Annotated[int, Query(ge=
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def retrieve_file(db: DB, file_id: str) -> FileObject:
-    return FileObject.from_row(get_file(db, file_id))
+def retrieve_file(db: DB, caller: CallerDep, file_id: str) -> FileObject:
+    return FileObject.from_row(get_file(db, caller.project_id, file_id))
 
 
-@router.get("/{file_id}/content")
-def file_content(db: DB, store: Artifacts, file_id: str) -> FileResponse:
-    row = get_file(db, file_id)
+@router.get("/{file_id}/content", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}})
+def file_content(db: DB, store: Artifacts, caller: CallerDep, file_id: str) -> FileResponse:
+    row = get_file(db, caller.project_id, file_id)
     return FileResponse(store.path(row.storage_key), media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=Deleted)
-def delete_file(db: DB, store: Artifacts, file_id: str) -> Deleted:
-    row = get_file(db, file_id)
+def delete_file(db: DB, store: Artifacts, caller: CallerDep, file_id: str) -> Deleted:
+    row = get_file(db, caller.project_id, file_id)
     user = db.scalar(select(JobRow.id).where(
-        JobRow.status.in_(ACTIVE_STATUSES),
+        JobRow.project_id == caller.project_id, JobRow.status.in_(ACTIVE),
         (JobRow.training_file == file_id) | (JobRow.validation_file == file_id)).limit(1))
     if user is not None:
         raise APIError(409, f"File {file_id!r} is used by job {user!r}, which has not finished.",

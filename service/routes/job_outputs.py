@@ -1,16 +1,20 @@
-"""What a job produces, as the worker recorded it: events, checkpoints, metrics and adapters."""
+"""What a job produces, as the worker recorded it: events (also live, as server-sent events),
+checkpoints, metrics and adapters. Every route first finds the job in the caller's project."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import Response
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from service import sse
 from service.artifacts import ArtifactStore
-from service.deps import DB, Artifacts
-from service.errors import APIError, not_found
+from service.auth import CallerDep
+from service.deps import DB, Artifacts, SettingsDep
+from service.errors import APIError, bad_request, not_found
 from service.lookups import get_job
 from service.pagination import paginate
 from service.schemas import Checkpoint, Event, ListObject, MetricPoint
@@ -18,31 +22,65 @@ from service.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow
 
 router = APIRouter(prefix="/fine_tuning/jobs/{fine_tuning_job_id}", tags=["fine-tuning"])
 
+_ZIP = {200: {"content": {"application/zip": {}}, "description": "PEFT adapter archive"}}
+_EVENTS = {200: {"content": {"text/event-stream": {}},
+                 "description": "A list of events, or with stream=true server-sent events, oldest first"}}
 
-@router.get("/events", response_model=ListObject[Event])
-def list_events(db: DB, fine_tuning_job_id: str, after: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> ListObject[Event]:
-    job = get_job(db, fine_tuning_job_id)
+
+def _event_seq(db: Session, job_id: str, event_id: str, param: str) -> int:
+    seq = db.scalar(select(EventRow.seq).where(EventRow.job_id == job_id, EventRow.id == event_id))
+    if seq is None:
+        raise bad_request(f"No such event in this job: {event_id!r}", param=param)
+    return seq
+
+
+@router.get("/events", response_model=ListObject[Event], responses=_EVENTS)
+def list_events(db: DB, caller: CallerDep, settings: SettingsDep, fine_tuning_job_id: str,
+                after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+                stream: bool = False,
+                last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None):
+    """Newest first, as OpenAI; with `stream=true` a live stream, oldest first, that ends when the
+    job has finished (resume with the `Last-Event-ID` header or `after`)."""
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
+    if stream:
+        cursor, param = (last_event_id, "Last-Event-ID") if last_event_id else (after, "after")
+        after_seq = _event_seq(db, job.id, cursor, param) if cursor else 0
+        body = sse.event_stream(settings.database_url, job.id, after_seq, settings.sse_poll_seconds,
+                                settings.sse_keepalive_seconds)
+        return StreamingResponse(body, media_type="text/event-stream", headers=sse.sse_headers())
     stmt = select(EventRow).where(EventRow.job_id == job.id)
-    rows, has_more = paginate(db, stmt, EventRow, after=after, limit=limit)  # newest first, as OpenAI
+    rows, has_more = paginate(db, stmt, EventRow, after=after, limit=limit)
     return ListObject.page([Event.from_row(r) for r in rows], has_more)
 
 
 @router.get("/checkpoints", response_model=ListObject[Checkpoint])
-def list_checkpoints(db: DB, fine_tuning_job_id: str, after: str | None = None,
+def list_checkpoints(db: DB, caller: CallerDep, fine_tuning_job_id: str, after: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=100)] = 10) -> ListObject[Checkpoint]:
-    job = get_job(db, fine_tuning_job_id)
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
     stmt = select(CheckpointRow).where(CheckpointRow.job_id == job.id)
     rows, has_more = paginate(db, stmt, CheckpointRow, after=after, limit=limit)
     return ListObject.page([Checkpoint.from_row(r, job) for r in rows], has_more)
 
 
+def downsample(rows: list, max_points: int) -> list:
+    """At most `max_points` rows, evenly spaced over the list, always keeping the first and last."""
+    n = len(rows)
+    if n <= max_points:
+        return rows
+    if max_points == 1:
+        return rows[-1:]
+    return [rows[round(i * (n - 1) / (max_points - 1))] for i in range(max_points)]
+
+
 @router.get("/metrics", response_model=ListObject[MetricPoint])
-def list_metrics(db: DB, fine_tuning_job_id: str, kind: str | None = None,
-                 min_step: Annotated[int | None, Query(ge=0)] = None,
-                 max_step: Annotated[int | None, Query(ge=0)] = None) -> ListObject[MetricPoint]:
-    """Every logged step in step order (a training curve is read whole; issue 5 adds downsampling)."""
-    job = get_job(db, fine_tuning_job_id)
+def list_metrics(db: DB, caller: CallerDep, fine_tuning_job_id: str,
+                 kind: Annotated[str | None, Query(max_length=16)] = None,
+                 min_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+                 max_step: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+                 max_points: Annotated[int | None, Query(ge=1, le=100_000)] = None) -> ListObject[MetricPoint]:
+    """Logged steps in step order, optionally within [min_step, max_step] and thinned to
+    `max_points` per kind (train and eval curves are thinned separately)."""
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
     stmt = select(MetricRow).where(MetricRow.job_id == job.id)
     if kind is not None:
         stmt = stmt.where(MetricRow.kind == kind)
@@ -50,7 +88,13 @@ def list_metrics(db: DB, fine_tuning_job_id: str, kind: str | None = None,
         stmt = stmt.where(MetricRow.step >= min_step)
     if max_step is not None:
         stmt = stmt.where(MetricRow.step <= max_step)
-    rows = db.scalars(stmt.order_by(MetricRow.step, MetricRow.kind))
+    rows = list(db.scalars(stmt.order_by(MetricRow.step, MetricRow.kind)))
+    if max_points is not None:
+        by_kind: dict[str, list] = {}
+        for r in rows:
+            by_kind.setdefault(r.kind, []).append(r)
+        rows = sorted((r for group in by_kind.values() for r in downsample(group, max_points)),
+                      key=lambda r: (r.step, r.kind))
     return ListObject(data=[MetricPoint(step=r.step, kind=r.kind, values=r.values, created_at=r.created_at)
                             for r in rows], has_more=False)
 
@@ -65,21 +109,19 @@ def _zip_response(store: ArtifactStore, key: str, filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.get("/adapter", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}, "description": "PEFT adapter archive"}})
-def download_adapter(db: DB, store: Artifacts, fine_tuning_job_id: str) -> Response:
-    job = get_job(db, fine_tuning_job_id)
+@router.get("/adapter", response_class=Response, responses=_ZIP)
+def download_adapter(db: DB, store: Artifacts, caller: CallerDep, fine_tuning_job_id: str) -> Response:
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
     if job.status != SUCCEEDED:
         raise APIError(409, f"Job {job.id!r} is {job.status}; the final adapter exists once it has "
                             "succeeded.", param="fine_tuning_job_id", code="adapter_not_ready")
     return _zip_response(store, store.adapter_key(job.id), f"{job.id}-adapter.zip")
 
 
-@router.get("/checkpoints/{checkpoint_id}/adapter", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}, "description": "PEFT adapter archive"}})
-def download_checkpoint_adapter(db: DB, store: Artifacts, fine_tuning_job_id: str,
+@router.get("/checkpoints/{checkpoint_id}/adapter", response_class=Response, responses=_ZIP)
+def download_checkpoint_adapter(db: DB, store: Artifacts, caller: CallerDep, fine_tuning_job_id: str,
                                 checkpoint_id: str) -> Response:
-    job = get_job(db, fine_tuning_job_id)
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
     ckpt = db.scalar(select(CheckpointRow).where(CheckpointRow.id == checkpoint_id,
                                                  CheckpointRow.job_id == job.id))
     if ckpt is None:

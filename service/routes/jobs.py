@@ -1,30 +1,35 @@
-"""`/v1/fine_tuning/jobs`: create, list, retrieve, cancel.
+"""`/v1/fine_tuning/jobs`: create (with `Idempotency-Key`), list, retrieve, cancel, pause, resume.
 
 What a job produces (events, checkpoints, metrics, adapters) is served by job_outputs.py.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service import job_requests, queue
+from service.auth import Caller, CallerDep
 from service.deps import DB, Registry
-from service.errors import APIError
+from service.errors import APIError, bad_request
 from service.lookups import get_job
 from service.pagination import paginate
 from service.schemas import FineTuningJob, JobCreate, ListObject
-from service.store.models import CANCELLED, QUEUED, TERMINAL, VALIDATING, EventRow, JobRow, new_id, now
+from service.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, EventRow, JobRow,
+                                  new_id, now)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
-_METADATA_QUERY = re.compile(r"^metadata\[(.+)\]$")
+_METADATA_QUERY = re.compile(r"^metadata\[(.{1,64})\]$")
 
 
 def add_event(db: Session, job_id: str, message: str, level: str = "info",
@@ -34,15 +39,53 @@ def add_event(db: Session, job_id: str, message: str, level: str = "info",
     return row
 
 
+def _send(db: Session, job: JobRow) -> None:
+    """Enqueue a committed `queued` job; a broker that is down leaves it queued with a warning."""
+    try:
+        queue.enqueue_job(job.id)
+    except Exception as err:  # the reaper / a later resume re-sends it
+        log.warning("could not enqueue %s: %s", job.id, err)
+        add_event(db, job.id, "The job queue could not be reached; the job stays queued and "
+                              "will be sent again automatically.", level="warn")
+        db.commit()
+
+
+def _request_hash(body: JobCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json", exclude_unset=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(db: Session, caller: Caller, key: str, digest: str) -> JobRow | None:
+    """The job an earlier request with this key created, or 409 if that request had another body."""
+    job = db.scalar(select(JobRow).where(JobRow.project_id == caller.project_id, JobRow.idempotency_key == key))
+    if job is not None and job.request_hash != digest:
+        raise APIError(409, "This Idempotency-Key was already used with a different request body.",
+                       param="Idempotency-Key", code="idempotency_key_reused")
+    return job
+
+
 @router.post("", response_model=FineTuningJob)
-def create_job(body: JobCreate, db: DB, registry: Registry) -> FineTuningJob:
-    resolved = job_requests.resolve(body, db, registry)  # raises 400 before anything is written
-    job = JobRow(id=new_id("ftjob"), model=resolved.model, training_file=resolved.training_file.id,
+def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                                             max_length=255)] = None) -> FineTuningJob:
+    digest = _request_hash(body) if idempotency_key else None
+    if idempotency_key and (earlier := _replay(db, caller, idempotency_key, digest)):
+        return FineTuningJob.from_row(earlier)
+    resolved = job_requests.resolve(body, db, registry, caller.project_id)  # 400 before any write
+    job = JobRow(id=new_id("ftjob"), project_id=caller.project_id, model=resolved.model,
+                 training_file=resolved.training_file.id,
                  validation_file=resolved.validation_file.id if resolved.validation_file else None,
                  status=VALIDATING, method=resolved.method.public_dict(), seed=resolved.seed,
-                 suffix=body.suffix, metadata_=body.metadata)
+                 suffix=body.suffix, metadata_=body.metadata, idempotency_key=idempotency_key,
+                 request_hash=digest)
     db.add(job)
-    db.flush()  # the job row must exist before events reference it
+    try:
+        db.flush()  # the job row must exist before events reference it
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the race
+        db.rollback()
+        if earlier := _replay(db, caller, idempotency_key or "", digest or ""):
+            return FineTuningJob.from_row(earlier)
+        raise
     add_event(db, job.id, f"Validating training file: {resolved.training_file.id}")
     if resolved.validation_file:
         add_event(db, job.id, f"Validating validation file: {resolved.validation_file.id}")
@@ -50,13 +93,7 @@ def create_job(body: JobCreate, db: DB, registry: Registry) -> FineTuningJob:
     job.status = QUEUED
     add_event(db, job.id, "Files validated, moving job to queued state")
     db.commit()  # before enqueueing: a fast worker must find the row
-    try:
-        queue.enqueue_job(job.id)
-    except Exception as err:  # the broker is down: the job stays queued, the reaper re-sends it
-        log.warning("could not enqueue %s: %s", job.id, err)
-        add_event(db, job.id, "The job queue could not be reached; the job stays queued and "
-                              "will be sent again automatically.", level="warn")
-        db.commit()
+    _send(db, job)
     return FineTuningJob.from_row(job)
 
 
@@ -66,13 +103,16 @@ def _metadata_filters(request: Request) -> dict[str, str]:
     for name, value in request.query_params.items():
         if m := _METADATA_QUERY.match(name):
             found[m.group(1)] = value
+        elif name.startswith("metadata"):
+            raise bad_request(f"Invalid metadata filter {name!r}; use metadata[key]=value with a key of "
+                              "1-64 characters.", param=name)
     return found
 
 
 @router.get("", response_model=ListObject[FineTuningJob])
-def list_jobs(request: Request, db: DB, after: str | None = None,
+def list_jobs(request: Request, db: DB, caller: CallerDep, after: str | None = None,
               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListObject[FineTuningJob]:
-    stmt = select(JobRow)
+    stmt = select(JobRow).where(JobRow.project_id == caller.project_id)
     for key, value in _metadata_filters(request).items():
         stmt = stmt.where(JobRow.metadata_[key].as_string() == value)
     rows, has_more = paginate(db, stmt, JobRow, after=after, limit=limit)
@@ -80,19 +120,52 @@ def list_jobs(request: Request, db: DB, after: str | None = None,
 
 
 @router.get("/{fine_tuning_job_id}", response_model=FineTuningJob)
-def retrieve_job(db: DB, fine_tuning_job_id: str) -> FineTuningJob:
-    return FineTuningJob.from_row(get_job(db, fine_tuning_job_id))
+def retrieve_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuningJob:
+    return FineTuningJob.from_row(get_job(db, caller.project_id, fine_tuning_job_id))
+
+
+def _conflict(job: JobRow, verb: str, allowed: str, code: str) -> APIError:
+    return APIError(409, f"Job {job.id!r} is {job.status}; only {allowed} job can be {verb}.",
+                    param="fine_tuning_job_id", code=code)
 
 
 @router.post("/{fine_tuning_job_id}/cancel", response_model=FineTuningJob)
-def cancel_job(db: DB, fine_tuning_job_id: str) -> FineTuningJob:
+def cancel_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuningJob:
     # Locked so that the worker cannot mark the job succeeded between our check and our write.
-    job = get_job(db, fine_tuning_job_id, for_update=True)
+    job = get_job(db, caller.project_id, fine_tuning_job_id, for_update=True)
     if job.status in TERMINAL:
-        raise APIError(409, f"Job {job.id!r} is already {job.status}; only an unfinished job can be "
-                            "cancelled.", param="fine_tuning_job_id", code="job_not_cancellable")
+        raise _conflict(job, "cancelled", "an unfinished", "job_not_cancellable")
     # The worker polls the row between steps and stops when it sees `cancelled`.
     job.status, job.finished_at = CANCELLED, now()
     add_event(db, job.id, "Job cancelled")
     db.commit()
+    return FineTuningJob.from_row(job)
+
+
+@router.post("/{fine_tuning_job_id}/pause", response_model=FineTuningJob)
+def pause_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuningJob:
+    job = get_job(db, caller.project_id, fine_tuning_job_id, for_update=True)
+    if job.status not in (QUEUED, RUNNING):
+        raise _conflict(job, "paused", "a queued or running", "job_not_pausable")
+    # A running worker sees the status change at its next step, saves a checkpoint and exits; a
+    # queued job's message finds it paused and is dropped (the worker only starts queued jobs).
+    job.status = PAUSED
+    add_event(db, job.id, "Job paused")
+    db.commit()
+    return FineTuningJob.from_row(job)
+
+
+@router.post("/{fine_tuning_job_id}/resume", response_model=FineTuningJob)
+def resume_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuningJob:
+    job = get_job(db, caller.project_id, fine_tuning_job_id, for_update=True)
+    if job.status != PAUSED:
+        raise _conflict(job, "resumed", "a paused", "job_not_resumable")
+    if job.lease_owner is not None and (job.lease_expires_at or 0) > now():
+        # The worker is still writing its checkpoint; a message sent now would find the lease taken.
+        raise APIError(409, f"Job {job.id!r} is still stopping; retry in a few seconds.",
+                       param="fine_tuning_job_id", code="job_still_pausing", headers={"retry-after": "2"})
+    job.status = QUEUED
+    add_event(db, job.id, "Job resumed; it continues from its latest checkpoint")
+    db.commit()
+    _send(db, job)
     return FineTuningJob.from_row(job)

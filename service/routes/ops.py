@@ -1,0 +1,138 @@
+"""Operations endpoints, outside /v1 and without API keys (keep them on the internal network):
+
+- `/healthz`: the process answers.
+- `/readyz`: the database answers `SELECT 1` and the broker is reachable (Redis: PING; kombu's
+  SQLAlchemy transport: a connection to its database). 503 with the envelope naming the failing
+  dependency, so a load balancer stops routing to a replica that cannot work.
+- `/metrics`: Prometheus text format (written by hand: a few gauges need no client library).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import create_engine, func, select, text
+
+from service.deps import SettingsDep
+from service.errors import SERVER_ERROR, APIError
+from service.observability import BUCKETS, HTTP
+from service.settings import Settings
+from service.store.models import RUNNING, JobRow, MetricRow
+from service.store.session import get_engine, session_scope
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+_TIMEOUT = 2  # seconds: readiness must answer quickly even when a dependency hangs
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@lru_cache
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT)
+
+
+@lru_cache
+def _sqla_broker_engine(url: str):
+    return create_engine(url.removeprefix("sqla+"), pool_pre_ping=True)
+
+
+def _check_broker(url: str) -> None:
+    if url.startswith(("redis://", "rediss://")):
+        _redis(url).ping()
+    elif url.startswith("sqla+"):
+        with _sqla_broker_engine(url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    else:  # any other kombu transport
+        from kombu import Connection
+
+        with Connection(url, connect_timeout=_TIMEOUT) as conn:
+            conn.ensure_connection(max_retries=1)
+
+
+def _check_database(url: str) -> None:
+    with get_engine(url).connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@router.get("/readyz")
+def readyz(settings: SettingsDep) -> dict[str, str]:
+    for name, check, url in (("database", _check_database, settings.database_url),
+                             ("broker", _check_broker, settings.broker_url)):
+        try:
+            check(url)
+        except Exception as err:
+            log.warning("readiness: %s unreachable: %s", name, err)
+            raise APIError(503, f"Not ready: the {name} is unreachable ({type(err).__name__}).",
+                           type=SERVER_ERROR, param=name, code="dependency_unavailable") from None
+    return {"status": "ready"}
+
+
+def _line(name: str, value: float, **labels: str) -> str:
+    if labels:
+        inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                         for k, v in labels.items())
+        return f"{name}{{{inner}}} {value}"
+    return f"{name} {value}"
+
+
+def _job_lines(settings: Settings) -> list[str]:
+    out = ["# HELP rlhf_jobs Jobs by status.", "# TYPE rlhf_jobs gauge"]
+    with session_scope(settings.database_url) as s:
+        counts = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
+        running = s.execute(select(JobRow.id, JobRow.project_id).where(JobRow.status == RUNNING)).all()
+        latest = {}
+        for job_id, project_id in running:
+            values = s.scalar(select(MetricRow.values).where(MetricRow.job_id == job_id, MetricRow.kind == "train")
+                              .order_by(MetricRow.step.desc()).limit(1))
+            latest[(job_id, project_id)] = values or {}
+    for status in ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"):
+        out.append(_line("rlhf_jobs", counts.pop(status, 0), status=status))
+    out += [_line("rlhf_jobs", n, status=status) for status, n in counts.items()]
+    for metric, key, help_ in (("rlhf_job_step_seconds", "step_time", "Latest step time of a running job."),
+                               ("rlhf_job_tokens_per_second", "tokens_per_second", "Latest tokens/s of a running job.")):
+        out += [f"# HELP {metric} {help_}", f"# TYPE {metric} gauge"]
+        out += [_line(metric, v[key], job_id=j, project=p) for (j, p), v in latest.items() if key in v]
+    return out
+
+
+def _queue_lines(settings: Settings) -> list[str]:
+    if not settings.broker_url.startswith(("redis://", "rediss://")):
+        return []  # only Redis queues are cheap to measure (LLEN)
+    try:
+        depth = _redis(settings.broker_url).llen(settings.queue)
+    except Exception:
+        return []
+    return ["# HELP rlhf_queue_depth Messages waiting in the Celery queue.", "# TYPE rlhf_queue_depth gauge",
+            _line("rlhf_queue_depth", depth, queue=settings.queue)]
+
+
+def _http_lines() -> list[str]:
+    out = ["# HELP rlhf_http_requests_total HTTP requests by method, route and status.",
+           "# TYPE rlhf_http_requests_total counter"]
+    with HTTP.lock:
+        out += [_line("rlhf_http_requests_total", n, method=m, route=r, status=s) for (m, r, s), n in HTTP.count.items()]
+        out += ["# HELP rlhf_http_request_duration_seconds HTTP request latency.",
+                "# TYPE rlhf_http_request_duration_seconds histogram"]
+        for (m, r), counts in HTTP.buckets.items():
+            out += [_line("rlhf_http_request_duration_seconds_bucket", c, method=m, route=r, le=str(b))
+                    for b, c in zip(BUCKETS, counts)]
+            out.append(_line("rlhf_http_request_duration_seconds_bucket", HTTP.observed[(m, r)], method=m, route=r, le="+Inf"))
+            out.append(_line("rlhf_http_request_duration_seconds_sum", round(HTTP.seconds[(m, r)], 6), method=m, route=r))
+            out.append(_line("rlhf_http_request_duration_seconds_count", HTTP.observed[(m, r)], method=m, route=r))
+    return out
+
+
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+def prometheus_metrics(settings: SettingsDep) -> PlainTextResponse:
+    lines = _job_lines(settings) + _queue_lines(settings) + _http_lines()
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
