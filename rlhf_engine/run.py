@@ -59,7 +59,9 @@ def _tokenize_preferences(tokenizer, examples, hp, reporter: Reporter, what: str
 
 
 def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | None = None,
-        cache_dir: Path | None = None, resume_from: Path | None = None) -> RunResult:
+        cache_dir: Path | None = None, resume_from: Path | None = None, resolve_reward_job=None) -> RunResult:
+    """resolve_reward_job(job_id) -> Path: artifacts dir of a finished reward_model job (holding
+    `adapter/`), for online methods whose reward source is `{"type": "job"}`; None disables those."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -75,6 +77,10 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
 
     started = time.perf_counter()
     model_dir = loading.materialise(registry.get(config.model), cache_dir)
+    if method.type == "reward_model":  # a sequence classifier, not a causal LM: its own loader
+        from rlhf_engine.algorithms.reward_model import run_reward_model
+
+        return run_reward_model(config, model_dir, reporter, cache_dir=cache_dir, resume_from=resume_from)
     device = loading.pick_device()
     tokenizer = loading.load_tokenizer(model_dir)
     base = loading.load_causal_lm(model_dir, device=device)
@@ -90,7 +96,7 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
         from rlhf_engine.algorithms.online import run_online
 
         return run_online(config, model, tokenizer, model_dir, reporter, registry=registry,
-                          cache_dir=cache_dir, resume_from=resume_from)
+                          cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job)
 
     train_set = formats.load_jsonl(config.training_file).examples
     eval_set = formats.load_jsonl(config.validation_file).examples if config.validation_file else []

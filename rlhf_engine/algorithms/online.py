@@ -1,0 +1,208 @@
+"""REBEL and REFUEL: collect with pi_t, regress reward differences, repeat.
+
+    for t in 1..iterations:
+        candidates = collect_rebel / collect_refuel with pi_t          (rlhf_engine/rollout/collect.py)
+        pairs      = drop identical responses, failed scores, too long; log pi_t and log pi_ref once
+        pi_{t+1}   = train.fit(Regression(pairs)) starting from pi_t     (rlhf_engine/algorithms/regression.py)
+    adapter; per-turn win rate of the policy against the base           (rlhf_engine/evaluate_dialogue.py)
+
+Per iteration, fit sees the collected pairs for n_epochs passes ("auto" means 1 here, as the
+reference code makes one pass per batch of rollouts), with a fresh optimizer and LR schedule, and
+step_offset so step numbers keep increasing across iterations.
+
+Resume: each iteration's pairs are saved to <output_dir>/online/iteration-NNN.json before training,
+and every checkpoint fit writes gets an online.json naming its iteration. Resuming from a
+checkpoint reloads that iteration's pairs and lets fit restore the adapter, optimizer and data
+position, so a resumed job retraces the uninterrupted one (collection is seeded by (seed, t)).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from rlhf_engine.algorithms.regression import Pair, Regression, sequence_logps
+from rlhf_engine.data import formats
+from rlhf_engine.rollout.backend import HFBackend, make_backend, stop_ids
+from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
+from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
+from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
+from rlhf_engine.spec import ACCEPTED_FORMATS
+
+
+def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
+    """Seeds for iteration t (1-based): walk a seeded shuffle of the data, reshuffling each pass."""
+    out = []
+    for k in range((iteration - 1) * n, iteration * n):
+        cycle, pos = divmod(k, len(seeds))
+        order = list(range(len(seeds)))
+        random.Random(seed * 7919 + cycle).shuffle(order)
+        out.append(seeds[order[pos]])
+    return out
+
+
+def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
+    """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics."""
+    kept = [c for c in candidates if c.a != c.b]
+    identical = len(candidates) - len(kept)
+    fits = [c for c in kept if len(c.prompt) + max(len(c.a), len(c.b)) <= hp.max_length]
+    too_long = len(kept) - len(fits)
+    scores = scorer.score([c.dialogue_a for c in fits] + [c.dialogue_b for c in fits], [c.info for c in fits] * 2)
+    scored = [(c, ra, rb) for c, ra, rb in zip(fits, scores[:len(fits)], scores[len(fits):])
+              if ra is not None and rb is not None]
+    failed = len(fits) - len(scored)
+    rows = [(c.prompt, c.a) for c, _, _ in scored] + [(c.prompt, c.b) for c, _, _ in scored]
+    old = sequence_logps(model, rows, pad_id, temperature=hp.temperature)
+    ref = sequence_logps(model, rows, pad_id, temperature=hp.temperature, use_adapter=False)
+    n = len(scored)
+    pairs, raw, kl = [], [], [o - r for o, r in zip(old, ref)]
+    for i, (c, ra, rb) in enumerate(scored):
+        # R = r - kl_coef (log pi_t - log pi_ref) + eos_penalty [unfinished]
+        shaped_a = ra - hp.kl_coef * kl[i] + hp.eos_penalty * (not c.finished_a)
+        shaped_b = rb - hp.kl_coef * kl[n + i] + hp.eos_penalty * (not c.finished_b)
+        pairs.append(Pair(c.prompt, c.a, c.b, old[i], old[n + i], shaped_a, shaped_b))
+        raw += [ra, rb]
+    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
+    stats = {
+        "rollout/pairs": float(n),
+        "rollout/dropped_identical": float(identical),
+        "rollout/dropped_failed_score": float(failed),
+        "rollout/dropped_too_long": float(too_long),
+        "rollout/reward_mean": mean(raw),
+        "rollout/reward_gap": mean([abs(ra - rb) for _, ra, rb in scored]),
+        "rollout/kl_to_base": mean(kl),
+        "rollout/response_tokens": mean([len(r[1]) for r in rows]),
+        "rollout/unfinished": mean([float(not f) for c, _, _ in scored for f in (c.finished_a, c.finished_b)]),
+    }
+    return pairs, stats
+
+
+class _MarkCheckpoints:
+    """Reporter wrapper: tags each checkpoint fit writes with the iteration it belongs to."""
+
+    def __init__(self, inner, marker: dict):
+        self.inner, self.marker = inner, marker
+
+    def checkpoint(self, step, path, metrics):
+        (Path(path) / "online.json").write_text(json.dumps(self.marker))
+        self.inner.checkpoint(step, path, metrics)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str):
+    if getattr(hp, "user", None) is None or hp.user.type == "dataset":
+        return DatasetUsers()
+    if hp.user.model in (None, base_name):  # the base model: the policy with its adapter disabled
+        return ModelUsers(HFBackend(model, tokenizer.pad_token_id, use_adapter=False), tokenizer, sampling,
+                          hp.user.system_prompt)
+    from rlhf_engine.models import loading
+
+    user_dir = loading.materialise(registry.get(hp.user.model), cache_dir)
+    user_tok = loading.load_tokenizer(user_dir)
+    user_lm = loading.load_causal_lm(user_dir, device=str(next(model.parameters()).device))
+    user_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p, tuple(stop_ids(user_tok)))
+    return ModelUsers(make_backend(user_lm, user_tok, use_adapter=False), user_tok, user_sampling,
+                      hp.user.system_prompt)
+
+
+def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache_dir=None, resume_from=None,
+               resolve_reward_job=None):
+    import torch
+
+    from rlhf_engine.evaluate_dialogue import evaluate_dialogue
+    from rlhf_engine.export import save_adapter
+    from rlhf_engine.rewards import make_scorer
+    from rlhf_engine.run import JobInputError, RunResult
+    from rlhf_engine.train import fit
+
+    method, hp = config.method.type, config.method.hyperparameters
+    refuel = method == "refuel"
+    out_dir = Path(config.output_dir)
+    device = str(next(model.parameters()).device)
+    autocast = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
+    fit_hp = hp.model_copy(update={"n_epochs": 1}) if hp.n_epochs == "auto" else hp
+    pad_id = tokenizer.pad_token_id
+
+    seeds = seeds_from_examples(formats.load_jsonl(config.training_file, expected_format=ACCEPTED_FORMATS[method]).examples)
+    eval_seeds = (seeds_from_examples(formats.load_jsonl(config.validation_file,
+                                                         expected_format=ACCEPTED_FORMATS[method]).examples)
+                  if config.validation_file else seeds[:32])
+    sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
+    users = _users(hp, model, tokenizer, sampling, registry, cache_dir, config.model)
+    roller = Roller(tokenizer, make_backend(model, tokenizer), users, sampling)
+    scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=device,
+                         resolve_reward_job=resolve_reward_job)
+    num_turns = hp.num_turns if refuel else 1
+
+    start, step, tokens, resumed = 1, 0, 0, None
+    if resume_from is not None:
+        marker = Path(resume_from) / "online.json"
+        if not marker.exists():
+            raise JobInputError(f"checkpoint {resume_from} was not written by an online job")
+        resumed = json.loads(marker.read_text())
+        start, step, tokens = resumed["iteration"], resumed["step_offset"], resumed["tokens_before"]
+
+    history, last = [], {}
+    for t in range(start, hp.iterations + 1):
+        if reporter.should_stop():
+            return RunResult(None, step, tokens, True, last)
+        data_path = out_dir / "online" / f"iteration-{t:03d}.json"
+        started = time.perf_counter()
+        if resumed and t == start and data_path.exists():
+            saved = json.loads(data_path.read_text())
+            pairs, stats = [Pair(**p) for p in saved["pairs"]], saved["stats"]
+        else:
+            batch = iteration_seeds(seeds, hp.rollouts_per_iteration, t, config.seed)
+            collect_seed = config.seed * 1000 + t
+            if refuel:
+                candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
+            else:
+                candidates = collect_rebel(roller, batch, seed=collect_seed)
+            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id)
+            stats["rollout/collect_seconds"] = time.perf_counter() - started
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
+        reporter.event(
+            f"Iteration {t}/{hp.iterations}: collected {len(pairs)} pairs, mean reward {stats['rollout/reward_mean']:.3f}, "
+            f"reward gap {stats['rollout/reward_gap']:.3f}, KL to base {stats['rollout/kl_to_base']:.3f} "
+            f"({stats['rollout/collect_seconds']:.1f}s)", data={"iteration": t, **stats})
+        if not pairs:
+            reporter.event(f"Iteration {t}: no usable pairs (identical responses or failed scores); not training",
+                           level="warning")
+            history.append({"iteration": t, **stats})
+            continue
+
+        algo = Regression(pairs, eta=hp.eta, temperature=hp.temperature, pad_id=pad_id,
+                          iteration_stats={**stats, "iteration": float(t)})
+        marks = _MarkCheckpoints(reporter, {"iteration": t, "step_offset": step, "tokens_before": tokens})
+        t_fit = time.perf_counter()
+        result = fit(model, algo, fit_hp, seed=config.seed + t, reporter=marks, out_dir=out_dir,
+                     resume_from=resume_from if resumed and t == start else None, step_offset=step,
+                     autocast_dtype=autocast)
+        # result counts this iteration's steps and tokens, including any restored from the checkpoint.
+        step, tokens, last = step + result.steps, tokens + result.trained_tokens, result.final_metrics
+        if result.stopped:
+            return RunResult(None, step, tokens, True, last)
+        seconds = time.perf_counter() - started
+        history.append({"iteration": t, **stats, "regression_loss": last.get("regression_loss"),
+                        "sign_agreement": last.get("sign_agreement"), "train_seconds": time.perf_counter() - t_fit,
+                        "iteration_seconds": seconds})
+        reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {last.get('regression_loss', 0):.4f}, "
+                       f"sign agreement {last.get('sign_agreement', 0):.2f} ({seconds:.1f}s)",
+                       data=history[-1])
+
+    adapter = save_adapter(model, out_dir / "adapter", config.model)
+    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues")
+    evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=scorer, users=users, sampling=sampling,
+                                   num_turns=num_turns, seed=config.seed)
+    evaluation["eval_set"] = "validation_file" if config.validation_file else "training_file[:32]"
+    evaluation["judge"] = hp.reward.model_dump()
+    reporter.event(f"Win rate against the base: average {evaluation['average_win_rate']:.3f}; per turn "
+                   + ", ".join(f"h={r['turn']}: {r['win_rate']:.3f}" for r in evaluation["turns"]),
+                   data=evaluation)
+    return RunResult(adapter, step, tokens, False, {**last, "iterations": history, "evaluation": evaluation})

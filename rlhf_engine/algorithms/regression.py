@@ -1,0 +1,98 @@
+"""The regression both REBEL and REFUEL train on, as a train.fit algorithm.
+
+For a state s and two responses a, a' sampled from pi_t with returns R, R':
+
+    loss = mean( ((log pi(a|s) - log pi_t(a|s)) - (log pi(a'|s) - log pi_t(a'|s)) - eta (R - R'))^2 )
+
+log pi are sums over the response tokens (no length normalisation) of log-softmax(logits / T), T
+the sampling temperature. log pi_t is computed once at collection time through the same
+rlhf_engine.logprobs.completion_logps call the loss uses, so at the first step of every
+iteration the log-ratios are zero up to float noise. The papers write (1/eta) on the log-ratio
+term instead of eta on the reward: same minimiser, gradient scaled by eta^2.
+
+Returns (Gao et al. 2024, sec. 4; the reference code): R = r - kl_coef (log pi_t(a|s) - log pi_ref(a|s))
++ eos_penalty [a did not finish], with pi_ref the base model (adapter disabled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from rlhf_engine import losses
+from rlhf_engine.data.batching import collate, padding_fraction
+from rlhf_engine.logprobs import completion_logps
+
+
+@dataclass
+class Pair:
+    prompt: list[int]
+    a: list[int]
+    b: list[int]
+    logp_a: float  # log pi_t(a|s), collection time
+    logp_b: float
+    reward_a: float  # the return R the loss regresses on (after KL and EOS shaping)
+    reward_b: float
+
+
+@torch.no_grad()
+def sequence_logps(model, rows: list[tuple[list[int], list[int]]], pad_id: int, *, temperature: float,
+                   use_adapter: bool = True, batch_size: int = 8) -> list[float]:
+    """log pi(completion | prompt) for each (prompt, completion) row, in eval mode."""
+    out = [0.0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    was_training = model.training
+    model.eval()
+    try:
+        with model.disable_adapter() if not use_adapter else contextlib.nullcontext():
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
+                sums, _ = completion_logps(model, collate([rows[i] for i in idx], pad_id), temperature=temperature)
+                for i, v in zip(idx, sums.tolist()):
+                    out[i] = v
+    finally:
+        model.train(was_training)
+    return out
+
+
+def regression_batch(pairs: list[Pair], pad_id: int) -> dict[str, torch.Tensor]:
+    """All a-rows, then all b-rows; loss_mask marks only the response tokens (turn h for REFUEL)."""
+    return collate([(p.prompt, p.a) for p in pairs] + [(p.prompt, p.b) for p in pairs], pad_id)
+
+
+class Regression:
+    def __init__(self, pairs: list[Pair], *, eta: float, temperature: float, pad_id: int,
+                 iteration_stats: dict[str, float] | None = None):
+        self.pairs, self.eta, self.temperature, self.pad_id = pairs, eta, temperature, pad_id
+        # Constant over the iteration; repeated in every step's metrics so a plot against steps shows them.
+        self.iteration_stats = iteration_stats or {}
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.pairs)
+
+    def loss(self, model, indices: list[int]):
+        pairs = [self.pairs[i] for i in indices]
+        batch = regression_batch(pairs, self.pad_id)
+        sums, _ = completion_logps(model, batch, temperature=self.temperature)
+        n = len(pairs)
+        old = torch.tensor([[p.logp_a, p.logp_b] for p in pairs], device=sums.device, dtype=sums.dtype)
+        rew = torch.tensor([[p.reward_a, p.reward_b] for p in pairs], device=sums.device, dtype=sums.dtype)
+        ratio_a, ratio_b = sums[:n] - old[:, 0], sums[n:] - old[:, 1]
+        loss = losses.regression(ratio_a, ratio_b, rew[:, 0], rew[:, 1], self.eta).mean()
+        with torch.no_grad():
+            diff, target = ratio_a - ratio_b, rew[:, 0] - rew[:, 1]
+            stats = {
+                "regression_loss": loss.item(),
+                # Does the policy now prefer (relative to pi_t) the response with the higher return?
+                "sign_agreement": (diff * target > 0).float().mean().item(),
+                "logratio_abs": torch.cat([ratio_a, ratio_b]).abs().mean().item(),
+                "padding_fraction": padding_fraction(batch),
+                **self.iteration_stats,
+            }
+        return loss, stats, int(batch["attention_mask"].sum())
+
+    def evaluate(self, model):
+        return None

@@ -1,0 +1,51 @@
+"""Who plays the user after the first turn.
+
+- `DatasetUsers`: the seed's fixed user turns (the REFUEL paper's second setting). A dialogue
+  ends when they run out.
+- `ModelUsers`: a language model prompted to play the user (the paper's first setting). The
+  transcript is shown to it with the roles swapped, so "write the assistant's next message" in
+  its own chat template means "write the user's next message" here. By default it is the base
+  model: the policy with its LoRA adapter disabled, no second copy of the weights.
+"""
+
+from __future__ import annotations
+
+from rlhf_engine.data.examples import Message
+from rlhf_engine.rollout.dialogue import Sampling, encode_prompt
+
+DEFAULT_USER_PROMPT = (
+    "You are a curious person chatting with an AI assistant. Stay in character as the user: reply to "
+    "the assistant's last message with one short follow-up question or request. Write only your message."
+)
+_FLIP = {"user": "assistant", "assistant": "user"}
+
+
+class DatasetUsers:
+    def max_turns(self, seed) -> int | None:
+        return 1 + len(seed.later_user_turns)
+
+    def next_turns(self, dialogues, *, seed: int) -> list[str]:
+        # The seed's history holds user turn 1; later turn k is later_user_turns[k - 2].
+        return [d.seed.later_user_turns[d.user_turns - 1] for d in dialogues]
+
+
+class ModelUsers:
+    def __init__(self, backend, tokenizer, sampling: Sampling, system_prompt: str | None = None):
+        self.backend, self.tokenizer, self.sampling = backend, tokenizer, sampling
+        self.system_prompt = system_prompt or DEFAULT_USER_PROMPT
+
+    def max_turns(self, seed) -> int | None:
+        return None
+
+    def flipped(self, messages: list[Message]) -> list[Message]:
+        """The simulator's view: its own system prompt, then the dialogue with roles swapped."""
+        return [Message("system", self.system_prompt)] + [
+            Message(_FLIP[m.role], m.content) for m in messages if m.role != "system"]
+
+    def next_turns(self, dialogues, *, seed: int) -> list[str]:
+        prompts = [encode_prompt(self.tokenizer, self.flipped(d.messages)) for d in dialogues]
+        s = self.sampling
+        outs = self.backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                     top_p=s.top_p, stop_token_ids=list(s.stop_ids), seed=seed)
+        texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True).strip() for o in outs]
+        return [t or "Please go on." for t in texts]  # an empty turn would leave the policy nothing to answer
