@@ -6,8 +6,8 @@ by `python -m service.admin create-key`.
 
 Compatibility rule: while the database holds no active key (and RLHF_AUTH_REQUIRED is off) the
 API runs open, as project "default", and ignores whatever `Authorization` header a client sends
-(the openai client always sends one). The first active key switches every /v1 request to
-"key required".
+(the openai client always sends one). The first key created switches every /v1 request to
+"key required", for good: revoking every key later locks the API rather than reopening it.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def _find_key(db: Session, secret: str) -> ApiKeyRow | None:
 
 
 def auth_enabled(db: Session, required: bool) -> bool:
-    return required or db.scalar(select(ApiKeyRow.id).where(ApiKeyRow.revoked_at.is_(None)).limit(1)) is not None
+    # Any key ever created counts, revoked ones too: revoking the last key must lock the API,
+    # not silently reopen it to everyone as project "default".
+    return required or db.scalar(select(ApiKeyRow.id).limit(1)) is not None
 
 
 def _unauthorized(message: str, code: str) -> APIError:

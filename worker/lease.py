@@ -3,11 +3,16 @@
 A lease is (owner, expiry) on the job row, taken with one conditional UPDATE (atomic on Postgres
 and SQLite) and renewed by a heartbeat thread while the job runs. A worker that dies stops
 renewing; once the lease expires the reaper hands the job to another worker, which resumes it
-from its last checkpoint.
+from its last checkpoint. Every write the run makes afterwards is fenced on the lease owner
+(worker/reporter.py), so a worker that was merely slow cannot write over its successor.
+
+Timings scale with RLHF_LEASE_SECONDS: the heartbeat renews every lease/3 seconds (sooner,
+every lease/10, after a failed renewal) and the reaper looks for dead leases every lease/4.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -15,12 +20,22 @@ import time
 
 from sqlalchemy import or_, update
 
-from service.store.models import QUEUED, RUNNING, JobRow, now
+from service.store.models import QUEUED, RUNNING, EventRow, JobRow, new_id, now
 from service.store.session import session_scope
+
+log = logging.getLogger(__name__)
 
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def owner_pid(owner: str | None) -> int | None:
+    """The process id in an owner string (tests use it to find the process running a job)."""
+    try:
+        return int(owner.split(":")[1]) if owner else None
+    except (IndexError, ValueError):
+        return None
 
 
 def acquire(db_url: str, job_id: str, owner: str, ttl: float) -> bool:
@@ -51,23 +66,43 @@ def release(db_url: str, job_id: str, owner: str) -> None:
                   .values(lease_owner=None, lease_expires_at=None))
 
 
+def hand_back(db_url: str, job_id: str, owner: str, message: str) -> bool:
+    """A run that stops without a verdict (worker shutting down): `running` -> `queued`, lease
+    released and an event, in one transaction. False if the job is no longer ours or no longer
+    running (cancelled, paused). The caller then sends a new message for it."""
+    with session_scope(db_url) as s:
+        result = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING,
+                                                JobRow.lease_owner == owner)
+                           .values(status=QUEUED, lease_owner=None, lease_expires_at=None))
+        if result.rowcount == 1:
+            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="warning", message=message))
+        return result.rowcount == 1
+
+
 class Heartbeat(threading.Thread):
-    """Renews the lease every ttl/3 seconds; `lost` is set if another worker took the job."""
+    """Renews the lease every ttl/3 seconds; `lost` is set if another worker took the job.
+
+    A failed renewal (database blip) is retried every ttl/10 seconds until it succeeds or the
+    lease is gone; it never ends the thread."""
 
     def __init__(self, db_url: str, job_id: str, owner: str, ttl: float):
         super().__init__(name=f"lease-{job_id}", daemon=True)
         self.db_url, self.job_id, self.owner, self.ttl = db_url, job_id, owner, ttl
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        interval = self.ttl / 3
+        while not self._halt.wait(interval):
             try:
                 if not renew(self.db_url, self.job_id, self.owner, self.ttl):
+                    log.warning("job %s: lease taken over by another worker", self.job_id)
                     self.lost.set()
                     return
-            except Exception:  # a database blip: try again next beat, the lease has slack
-                continue
+                interval = self.ttl / 3
+            except Exception as err:  # a database blip: retry soon, the lease has slack
+                log.warning("job %s: lease renewal failed (%s); retrying", self.job_id, type(err).__name__)
+                interval = max(0.2, self.ttl / 10)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()

@@ -1,8 +1,13 @@
-"""Find jobs whose worker died (lease expired while `running`) and hand them out again.
+"""Find jobs whose worker died and hand them out again.
 
-Runs as a thread in every worker's main process. Claiming a dead job is one conditional UPDATE,
-so when several workers reap at once exactly one re-sends it. A job that has already used up
-its attempts ends `failed` instead of looping.
+Runs as a thread in every worker's main process, every lease/4 seconds. A job is dead when it is
+`running` and its lease has expired, or it has no lease at all (its run ended without a verdict).
+Claiming a dead job is one conditional UPDATE, together with its event in one transaction, so when
+several workers reap at once exactly one re-sends it. A job whose worker was lost
+RLHF_MAX_ATTEMPTS times ends `failed` (code `worker_lost`) instead of looping.
+
+Re-sending can fail while the broker is down; such jobs stay `queued` and are re-sent on the
+next passes of this reaper until the broker takes the message.
 """
 
 from __future__ import annotations
@@ -11,57 +16,87 @@ import logging
 import threading
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 
 from service.settings import Settings
-from service.store.models import FAILED, QUEUED, RUNNING, JobRow, now
+from service.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, new_id, now
 from service.store.session import session_scope
-from worker.reporter import add_event
 
 log = logging.getLogger(__name__)
 
+LOST_PREFIX = "Worker lost"  # every lost-worker event starts with this; they are counted
 
-def reap_once(settings: Settings, enqueue) -> list[str]:
+
+def reaper_period(settings: Settings) -> float:
+    return max(0.5, settings.lease_seconds / 4)
+
+
+def losses_so_far(s, job_id: str) -> int:
+    return s.scalar(select(func.count()).select_from(EventRow)
+                    .where(EventRow.job_id == job_id, EventRow.message.startswith(LOST_PREFIX))) or 0
+
+
+def reap_once(settings: Settings, enqueue, unsent: set[str] | None = None) -> list[str]:
+    """One pass; returns the ids it re-sent. `unsent` carries ids whose re-send failed last time."""
+    unsent = set() if unsent is None else unsent
     t = time.time()
-    requeued = []
     with session_scope(settings.database_url) as s:
-        dead = s.execute(select(JobRow.id, JobRow.attempts, JobRow.lease_owner)
-                         .where(JobRow.status == RUNNING, JobRow.lease_expires_at < t)).all()
-    for job_id, attempts, owner in dead:
-        exhausted = attempts >= settings.max_attempts
+        dead = s.execute(select(JobRow.id, JobRow.lease_owner, JobRow.lease_expires_at)
+                         .where(JobRow.status == RUNNING,
+                                or_(JobRow.lease_expires_at < t, JobRow.lease_owner.is_(None)))).all()
+    for job_id, owner, expires in dead:
         with session_scope(settings.database_url) as s:
+            lost = losses_so_far(s, job_id) + 1
+            exhausted = lost >= settings.max_attempts
+            same_lease = (JobRow.lease_owner.is_(None) if owner is None
+                          else (JobRow.lease_owner == owner) & (JobRow.lease_expires_at < t))
             claimed = s.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING, JobRow.lease_owner == owner,
-                                     JobRow.lease_expires_at < t)
+                update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING, same_lease)
                 .values(lease_owner=None, lease_expires_at=None,
                         **({"status": FAILED, "finished_at": now(),
                             "error": {"code": "worker_lost", "param": None,
-                                      "message": f"the job's worker died {attempts} time(s); giving up"}}
+                                      "message": f"The job's worker was lost {lost} time(s) (the process died or "
+                                                 f"stopped renewing its lease); giving up after "
+                                                 f"{settings.max_attempts} attempt(s)."}}
                            if exhausted else {"status": QUEUED}))
             ).rowcount
-        if not claimed:
+            if claimed:
+                if exhausted:
+                    s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="error",
+                                   message=f"{LOST_PREFIX} {lost} time(s); job failed",
+                                   data={"code": "worker_lost", "lost": lost}))
+                else:
+                    s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="warning",
+                                   message=f"{LOST_PREFIX} ({lost} of {settings.max_attempts}); job requeued to "
+                                           "resume from its last checkpoint",
+                                   data={"code": "worker_lost", "lost": lost}))
+        if claimed and not exhausted:
+            unsent.add(job_id)
+    sent = []
+    for job_id in sorted(unsent):
+        try:
+            enqueue(job_id)
+        except Exception as err:  # the broker is down: the job stays queued, try again next pass
+            log.warning("could not re-send job %s: %s", job_id, err)
             continue
-        if exhausted:
-            add_event(settings.database_url, job_id, f"Worker lost {attempts} time(s); job failed", level="error")
-            continue
-        add_event(settings.database_url, job_id, "Worker lost; job requeued to resume from its last checkpoint",
-                  level="warning")
-        enqueue(job_id)
-        requeued.append(job_id)
-    return requeued
+        unsent.discard(job_id)
+        sent.append(job_id)
+    return sent
 
 
 def start_reaper_thread(settings: Settings) -> threading.Thread:
     from service.queue import enqueue_job
 
+    unsent: set[str] = set()
+
     def loop():
         while True:
             try:
-                for job_id in reap_once(settings, enqueue_job):
+                for job_id in reap_once(settings, enqueue_job, unsent):
                     log.warning("requeued job %s after its worker was lost", job_id)
             except Exception:
                 log.exception("reaper pass failed")
-            time.sleep(max(1.0, settings.lease_seconds / 4))
+            time.sleep(reaper_period(settings))
 
     thread = threading.Thread(target=loop, name="rlhf-reaper", daemon=True)
     thread.start()

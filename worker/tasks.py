@@ -1,7 +1,18 @@
 """`worker.run_job(job_id)`: load a job from the store, run the engine, write the outcome back.
 
 The message carries only the job id; the row is the truth. A redelivered or duplicate message is
-harmless: a finished job is skipped, and a running one is protected by its lease.
+harmless: a finished, cancelled or paused job is skipped, and a running one is protected by its
+lease. How a run can end:
+
+- succeeded / failed (the job's own error) / cancelled: a verdict, written only while the job is
+  still `running` and still leased by this worker (a cancel that raced the last step wins);
+- paused: the engine checkpoints at the next step, the lease is released, nothing else is written;
+  the job resumes from that checkpoint when it is `queued` again with a new message;
+- worker shutting down (SIGTERM, warm shutdown): the engine checkpoints at the next step, the job
+  goes back to `queued` and a new message is sent, so another worker resumes it;
+- lease lost (another worker took the job over): stop, write nothing;
+- the database unreachable for longer than RLHF_DB_RETRY_SECONDS, or the process killed: no
+  verdict; the reaper requeues the job from its last checkpoint (at most RLHF_MAX_ATTEMPTS times).
 """
 
 from __future__ import annotations
@@ -17,60 +28,153 @@ from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.spec import Method, TrainConfig
 from service.artifacts import ArtifactStore
 from service.settings import get_settings
-from service.store.models import (CANCELLED, FAILED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, FileRow, JobRow,
-                                  MetricRow, now)
+from service.store import models
+from service.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
+                                  FileRow, JobRow, MetricRow, new_id, now)
 from service.store.session import session_scope
 from worker import lease
 from worker.celery_app import app
+from worker.dbretry import StoreUnavailable, with_retry
 from worker.reporter import DbReporter, add_event
 
 log = logging.getLogger(__name__)
+
+PAUSED = getattr(models, "PAUSED", "paused")
+QUOTA_RETRY_SECONDS = 15
 
 
 def fine_tuned_model_name(job: JobRow) -> str:
     return f"ft:{job.model}:{job.suffix or 'local'}:{job.id}"
 
 
+class MissingInput(Exception):
+    """A file the job names is gone (deleted after the job was created)."""
+
+
+def _read_status(db: str, job_id: str) -> tuple[str | None, str | None]:
+    def read():
+        with session_scope(db) as s:
+            row = s.execute(select(JobRow.status, JobRow.project_id).where(JobRow.id == job_id)).first()
+            return (row[0], row[1]) if row else (None, None)
+
+    return with_retry(read, "read the job's status")
+
+
+def _at_capacity(db: str, job_id: str, project_id: str | None) -> bool:
+    """The project's concurrent-job limit (service/quotas.py; RLHF_MAX_CONCURRENT_JOBS_PER_PROJECT)."""
+    try:
+        from service.quotas import project_has_capacity
+    except ImportError:  # an older service package: no quotas
+        return False
+    limit = getattr(get_settings(), "max_concurrent_jobs_per_project", 0)
+
+    def check():
+        with session_scope(db) as s:
+            return not project_has_capacity(s, project_id or "default", limit, exclude_job_id=job_id)
+
+    return with_retry(check, "check the project's quota")
+
+
 @app.task(name="worker.run_job")
 def run_job(job_id: str) -> None:
     settings = get_settings()
     db = settings.database_url
-    with session_scope(db) as s:
-        status = s.scalar(select(JobRow.status).where(JobRow.id == job_id))
-    if status is None or status in TERMINAL:
+    status, project_id = _read_status(db, job_id)
+    if status is None or status in TERMINAL or status == PAUSED:
         log.info("skipping job %s (status %s)", job_id, status)
         return
+    if status not in (QUEUED, RUNNING):
+        log.warning("job %s is %s, not queued; not starting it", job_id, status)
+        return
+    if status == QUEUED and _at_capacity(db, job_id, project_id):
+        # Stays `queued`; this message is acknowledged and a delayed copy takes its place.
+        log.info("job %s: its project is at its concurrent-job limit; retrying in %ss", job_id, QUOTA_RETRY_SECONDS)
+        run_job.apply_async(args=[job_id], countdown=QUOTA_RETRY_SECONDS)
+        return
     owner = lease.owner_id()
-    if not lease.acquire(db, job_id, owner, settings.lease_seconds):
-        log.warning("job %s is leased by another worker; not starting it twice", job_id)
+    if not with_retry(lambda: lease.acquire(db, job_id, owner, settings.lease_seconds), "take the job's lease"):
+        log.warning("job %s is leased by another worker (or no longer queued); not starting it twice", job_id)
         return
     heartbeat = lease.Heartbeat(db, job_id, owner, settings.lease_seconds)
     heartbeat.start()
     try:
         _execute(job_id, owner, heartbeat)
-    finally:
+    except StoreUnavailable:
+        # No verdict can be written; the lease lapses and the reaper requeues the job from its
+        # last checkpoint once the database is back.
+        log.exception("job %s: database unavailable; leaving it to be resumed", job_id)
         heartbeat.stop()
-        lease.release(db, job_id, owner)
+        return
+    except BaseException:  # killed mid-run (SystemExit from a signal), or a bug in this module
+        log.exception("job %s: run ended abnormally", job_id)
+        heartbeat.stop()
+        _hand_back_or_leave(db, job_id, owner, "The worker stopped abnormally; job requeued to resume "
+                                               "from its last checkpoint")
+        raise
+    heartbeat.stop()
+    try:
+        with_retry(lambda: lease.release(db, job_id, owner), "release the lease")
+    except StoreUnavailable:
+        log.warning("job %s: could not release its lease; it will lapse", job_id)
+
+
+def _hand_back_or_leave(db: str, job_id: str, owner: str, message: str) -> None:
+    """Best effort: requeue the job now; if even that fails, its lease lapses and the reaper does."""
+    from service.queue import enqueue_job
+
+    try:
+        if lease.hand_back(db, job_id, owner, message):
+            enqueue_job(job_id)
+    except Exception as err:
+        log.warning("job %s: could not hand it back (%s); the reaper will", job_id, err)
 
 
 def _latest_checkpoint(db: str, store: ArtifactStore, job_id: str) -> tuple[int, Path] | None:
-    with session_scope(db) as s:
-        rows = s.execute(select(CheckpointRow.step_number, CheckpointRow.storage_key)
-                         .where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.step_number.desc())).all()
-    for step, key in rows:
+    def read():
+        with session_scope(db) as s:
+            return s.execute(select(CheckpointRow.step_number, CheckpointRow.storage_key)
+                             .where(CheckpointRow.job_id == job_id)
+                             .order_by(CheckpointRow.step_number.desc())).all()
+
+    for step, key in with_retry(read, "list checkpoints"):
         path = store.path(key)
         if (path / "state.pt").exists():
             return step, path
     return None
 
 
-def _finish(db: str, job_id: str, owner: str, **values) -> bool:
-    """Final status write, only if the job is still ours and still running (a cancel wins)."""
-    with session_scope(db) as s:
-        result = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING,
-                                                JobRow.lease_owner == owner)
-                           .values(finished_at=now(), **values))
-        return result.rowcount == 1
+def _finish(db: str, job_id: str, owner: str, event: tuple[str, str, dict | None], **values) -> bool:
+    """Final status write and its event in one transaction, only if the job is still ours and still
+    running (a cancel wins)."""
+    message, level, data = event
+
+    def write():
+        with session_scope(db) as s:
+            result = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING,
+                                                    JobRow.lease_owner == owner)
+                               .values(finished_at=now(), lease_owner=None, lease_expires_at=None, **values))
+            if result.rowcount == 1:
+                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level=level, message=message, data=data))
+            return result.rowcount == 1
+
+    return with_retry(write, "record the job's outcome")
+
+
+def _prepare_resume(db: str, job_id: str, step: int, attempt: int) -> None:
+    """Steps after the checkpoint will be replayed: drop their metrics (and metric events) and rewind
+    the progress counter, with the resume event, in one transaction."""
+
+    def write():
+        with session_scope(db) as s:
+            s.execute(delete(MetricRow).where(MetricRow.job_id == job_id, MetricRow.step > step))
+            s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics",
+                                             EventRow.data["step"].as_integer() > step))
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=step))
+            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, message=f"Resuming from checkpoint at step {step} "
+                                                                        f"(attempt {attempt})",
+                           data={"step": step, "attempt": attempt}))
+
+    with_retry(write, "prepare the resume")
 
 
 def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
@@ -79,23 +183,29 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
     settings = get_settings()
     db = settings.database_url
     store = ArtifactStore(settings.artifacts_dir)
-    with session_scope(db) as s:
-        job = s.scalar(select(JobRow).where(JobRow.id == job_id))
-        files = {f.id: f for f in s.scalars(select(FileRow).where(
-            FileRow.id.in_([job.training_file, job.validation_file or ""])))}
+
+    def load():
+        with session_scope(db) as s:
+            job = s.scalar(select(JobRow).where(JobRow.id == job_id))
+            files = {f.id: f for f in s.scalars(select(FileRow).where(
+                FileRow.id.in_([job.training_file, job.validation_file or ""])))}
+            return job, files
+
+    job, files = with_retry(load, "load the job")
 
     resume = _latest_checkpoint(db, store, job_id)
     if resume:
         step, resume_path = resume
-        with session_scope(db) as s:  # steps after the checkpoint will be replayed and rewritten
-            s.execute(delete(MetricRow).where(MetricRow.job_id == job_id, MetricRow.step > step))
-        add_event(db, job_id, f"Resuming from checkpoint at step {step} (attempt {job.attempts})")
+        _prepare_resume(db, job_id, step, job.attempts)
     else:
         resume_path = None
-        add_event(db, job_id, "Fine-tuning job started")
+        with_retry(lambda: _prepare_resume_from_scratch(db, job_id, job.attempts), "start the job")
 
-    reporter = DbReporter(db, job_id, store, fine_tuned_model_name(job), heartbeat=heartbeat)
+    reporter = DbReporter(db, job_id, store, fine_tuned_model_name(job), heartbeat=heartbeat, owner=owner)
     try:
+        for file_id in filter(None, [job.training_file, job.validation_file]):
+            if file_id not in files:
+                raise MissingInput(f"file {file_id!r} no longer exists")
         config = TrainConfig(
             model=job.model,
             training_file=str(store.path(files[job.training_file].storage_key)),
@@ -105,7 +215,9 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         )
         result = run(config, reporter, registry=ModelRegistry.load(settings.model_registry),
                      cache_dir=settings.model_cache_dir, resume_from=resume_path)
-    except (JobInputError, DatasetError, KeyError) as err:
+    except StoreUnavailable:
+        raise
+    except (JobInputError, DatasetError, MissingInput) as err:
         _fail(db, job_id, owner, "invalid_training_file", str(err))
         return
     except Exception as err:  # the job's error, not the worker's: record it and free the worker
@@ -115,19 +227,37 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         return
 
     if result.stopped:
-        if reporter.stop_reason == CANCELLED:
+        reason = reporter.stop_reason
+        if reason == CANCELLED:
             add_event(db, job_id, f"Job cancelled at step {result.steps}; worker released")
-        elif reporter.stop_reason == "lease_lost":
+        elif reason == PAUSED:
+            add_event(db, job_id, f"Job paused at step {result.steps}; checkpoint kept, worker released")
+        elif reason == "shutdown":
+            _hand_back_or_leave(db, job_id, owner, f"Worker shutting down; job requeued at step {result.steps} "
+                                                   "to resume from its checkpoint")
+        elif reason == "lease_lost":
             log.warning("job %s: lease lost, another worker owns it now", job_id)
+        else:
+            log.warning("job %s stopped (status %s)", job_id, reason)
         return
-    done = _finish(db, job_id, owner, status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
-                   trained_tokens=result.trained_tokens, result=result.summary)
-    if done:
-        add_event(db, job_id, "The job has successfully completed",
-                  data={"steps": result.steps, "trained_tokens": result.trained_tokens})
+    _finish(db, job_id, owner, ("The job has successfully completed", "info",
+                                {"steps": result.steps, "trained_tokens": result.trained_tokens}),
+            status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
+            trained_tokens=result.trained_tokens, result=result.summary)
+
+
+def _prepare_resume_from_scratch(db: str, job_id: str, attempt: int) -> None:
+    """No checkpoint: any metrics of an earlier attempt will be replayed from step 1."""
+    with session_scope(db) as s:
+        s.execute(delete(MetricRow).where(MetricRow.job_id == job_id))
+        s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics"))
+        s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=0))
+        s.add(EventRow(id=new_id("ftevent"), job_id=job_id, message="Fine-tuning job started"
+                       if attempt <= 1 else f"Fine-tuning job restarted from the beginning (attempt {attempt})",
+                       data={"attempt": attempt}))
 
 
 def _fail(db: str, job_id: str, owner: str, code: str, message: str, detail: str | None = None) -> None:
-    if _finish(db, job_id, owner, status=FAILED, error={"code": code, "message": message[:4000], "param": None}):
-        add_event(db, job_id, f"Job failed: {message[:500]}", level="error",
-                  data={"code": code, **({"traceback": detail} if detail else {})})
+    _finish(db, job_id, owner, (f"Job failed: {message[:500]}", "error",
+                                {"code": code, **({"traceback": detail} if detail else {})}),
+            status=FAILED, error={"code": code, "message": message[:4000], "param": None})

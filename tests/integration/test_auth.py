@@ -1,0 +1,129 @@
+"""Projects and API keys against real API servers and Postgres: open mode until the first key,
+keys required after it, revocation, tenant isolation (404, never 403 or data), rate limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from service import admin
+from service.store.session import normalise_url
+from tests import infra
+from tests.integration.helpers import assert_envelope, dpo_body, upload
+from tests.integration.tenants import make_tenant, own_server
+
+pytestmark = pytest.mark.integration
+
+
+def admin_cli(server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.admin", *args], cwd=infra.REPO, text=True,
+                          capture_output=True, timeout=60,
+                          env=infra.service_env(database_url=server.settings["database_url"]))
+
+
+@pytest.fixture(scope="module")
+def server(start_api, make_database, tmp_path_factory):
+    return own_server(start_api, make_database, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def strict_server(start_api, make_database, tmp_path_factory):
+    return own_server(start_api, make_database, tmp_path_factory, auth_required="true",
+                      rate_limit_per_minute=6, rate_limit_burst=3)
+
+
+def test_first_key_switches_from_open_to_required(server):
+    # Runs first in this module: the server has no key yet.
+    with httpx.Client(base_url=server.url, timeout=30) as anon:
+        # No keys yet: open, as project "default", whatever Authorization header comes along.
+        assert anon.get("/v1/files").status_code == 200
+        assert anon.get("/v1/files", headers={"Authorization": "Bearer anything"}).status_code == 200
+        open_file = upload(anon).json()["id"]
+
+        admin.create_project(server.settings["database_url"], "acme")
+        done = admin_cli(server, "create-key", "--project", "acme", "--name", "ci")
+        assert done.returncode == 0, done.stderr
+        secret = done.stdout.split("shown once, store it now): ")[1].strip()
+        key_id = done.stdout.split("key id: ")[1].split()[0]
+        assert secret.startswith("rlhf-") and len(secret) > 40
+
+        assert_envelope(anon.get("/v1/files"), 401, code="missing_api_key")
+        assert_envelope(anon.get("/v1/files", headers={"Authorization": "Bearer rlhf-wrong"}), 401,
+                        code="invalid_api_key")
+        assert_envelope(anon.get("/v1/files", headers={"Authorization": f"Basic {secret}"}), 401)
+        good = {"Authorization": f"Bearer {secret}"}
+        assert anon.get("/v1/files", headers=good).json()["data"] == []  # acme sees nothing of "default"
+        assert_envelope(anon.get(f"/v1/files/{open_file}", headers=good), 404, code="not_found")
+        assert anon.get("/healthz").status_code == 200  # operations endpoints need no key
+
+        listing = admin_cli(server, "list-keys")
+        assert key_id in listing.stdout and "acme" in listing.stdout and secret not in listing.stdout
+        engine = create_engine(normalise_url(server.settings["database_url"]))
+        with engine.connect() as conn:  # only the hash is stored
+            dump = str(conn.execute(text("SELECT * FROM api_keys")).all())
+        engine.dispose()
+        assert secret not in dump and secret[12:] not in dump
+
+        assert admin_cli(server, "revoke-key", key_id).returncode == 0
+        assert_envelope(anon.get("/v1/files", headers=good), 401, code="invalid_api_key")
+        with pytest.raises(admin.AdminError):
+            admin.revoke_key(server.settings["database_url"], "key-nope")
+        with pytest.raises(admin.AdminError):
+            admin.create_key(server.settings["database_url"], "nope")
+
+
+def test_auth_required_setting_refuses_without_keys(strict_server):
+    with httpx.Client(base_url=strict_server.url, timeout=30) as anon:  # no key exists yet here
+        assert_envelope(anon.get("/v1/fine_tuning/jobs"), 401, code="missing_api_key")
+
+
+def test_another_projects_ids_are_404(server):
+    a, b = make_tenant(server), make_tenant(server)
+    with a.client(server) as ca, b.client(server) as cb:
+        file_id = upload(ca).json()["id"]
+        job_id = ca.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"]
+        job = f"/v1/fine_tuning/jobs/{job_id}"
+        for method, path in [("GET", f"/v1/files/{file_id}"), ("GET", f"/v1/files/{file_id}/content"),
+                             ("DELETE", f"/v1/files/{file_id}"), ("GET", job), ("GET", f"{job}/events"),
+                             ("GET", f"{job}/events?stream=true"), ("GET", f"{job}/checkpoints"),
+                             ("GET", f"{job}/metrics"), ("GET", f"{job}/adapter"),
+                             ("GET", f"{job}/checkpoints/ftckpt-x/adapter"), ("POST", f"{job}/cancel"),
+                             ("POST", f"{job}/pause"), ("POST", f"{job}/resume")]:
+            assert_envelope(cb.request(method, path), 404, code="not_found")
+        assert cb.get("/v1/files").json()["data"] == [] and cb.get("/v1/fine_tuning/jobs").json()["data"] == []
+        # Naming another project's file in a job body is an unknown file.
+        assert_envelope(cb.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)), 400,
+                        param="training_file", code="invalid_file")
+        # The owner still has everything, untouched.
+        assert ca.get(job).json()["status"] == "queued"
+        assert [f["id"] for f in ca.get("/v1/files").json()["data"]] == [file_id]
+        assert [j["id"] for j in ca.get("/v1/fine_tuning/jobs").json()["data"]] == [job_id]
+
+
+def test_rate_limit_is_per_key_with_retry_after(strict_server):
+    a, b = make_tenant(strict_server), make_tenant(strict_server)
+    with a.client(strict_server) as ca, b.client(strict_server) as cb:
+        assert [ca.get("/v1/files").status_code for _ in range(3)] == [200] * 3
+        r = ca.get("/v1/files")
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 1 <= int(r.headers["retry-after"]) <= 10
+        assert cb.get("/v1/files").status_code == 200  # another key has its own bucket
+
+
+def test_redis_rate_limit_counts_in_redis(start_api, make_database, tmp_path_factory, redis_url):
+    """The shared counter every replica reads: INCR per key per minute in Redis."""
+    import redis
+
+    server = own_server(start_api, make_database, tmp_path_factory, rate_limit_per_minute=3,
+                        rate_limit_backend="redis")
+    tenant = make_tenant(server)
+    with tenant.client(server) as c:
+        codes = [c.get("/v1/files").status_code for _ in range(5)]
+    # A minute boundary inside the burst resets the window at most once.
+    assert codes.count(429) >= 1 and codes.count(200) <= 6, codes
+    counters = redis.Redis.from_url(redis_url).keys(f"rlhf:ratelimit:{tenant.key_id}:*")
+    assert counters, "the count must live in Redis, where other replicas see it"
