@@ -99,11 +99,13 @@ class Roller:
 
     def __init__(self, tokenizer, assistant: Backend, users, sampling: Sampling):
         self.tokenizer, self.assistant, self.users, self.sampling = tokenizer, assistant, users, sampling
-        self.calls = 0  # generate calls so far: each gets its own seed
+        self.calls: dict[int, int] = {}  # generate calls per base seed
 
     def _seed(self, base: int) -> int:
-        self.calls += 1
-        return base * 1_000_003 + self.calls
+        """A distinct sampling seed per generate call, a function of (base seed, call number) only,
+        so a fresh Roller (e.g. after a resume) replays the same draws for the same base seed."""
+        self.calls[base] = self.calls.get(base, 0) + 1
+        return base * 1_000_003 + self.calls[base]
 
     def assistant_step(self, dialogues: list[Dialogue], seed: int) -> None:
         prompts = [encode_prompt(self.tokenizer, d.messages) for d in dialogues]

@@ -1,0 +1,113 @@
+"""Generation backend and dialogue rollouts on the tiny model: padding, prefix dedupe, stops, users."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_engine.data.batching import collate
+from rlhf_engine.data.examples import Message
+from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.rollout.backend import HFBackend, stop_ids
+from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, encode_prompt
+from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: a second thread only adds synchronisation (and the CI box is shared).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from rlhf_engine.models import loading
+    from rlhf_engine.spec import LoraSpec
+
+    tok = loading.load_tokenizer(tiny_model_dir)
+    model = loading.add_lora(loading.load_causal_lm(tiny_model_dir), LoraSpec(), seed=0)
+    with torch.no_grad():  # a non-zero adapter, so "adapter off" is a different policy
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return model, tok
+
+
+def ids(tok, text):
+    return encode_prompt(tok, [Message("user", text)])
+
+
+def test_left_padding_and_shared_prefill_do_not_change_greedy_outputs(tiny):
+    model, tok = tiny
+    backend = HFBackend(model, tok.pad_token_id)
+    short, long = ids(tok, "hello"), ids(tok, "What is the capital of France? Please explain why the sky is blue.")
+    kw = dict(max_new_tokens=6, temperature=0.0, top_p=1.0, stop_token_ids=[])
+    alone = backend.generate([short], **kw)[0].token_ids
+    batched = backend.generate([long, short, short], **kw)  # padded next to a longer prompt, and duplicated
+    assert batched[1].token_ids == alone and batched[2].token_ids == alone
+    assert batched[0].token_ids == backend.generate([long], **kw)[0].token_ids
+
+
+def test_stops_at_end_of_turn_and_reports_unfinished(tiny):
+    model, tok = tiny
+    backend = HFBackend(model, tok.pad_token_id)
+    prompt = ids(tok, "hello")
+    first = backend.generate([prompt], max_new_tokens=4, temperature=0.0, top_p=1.0, stop_token_ids=[])[0]
+    assert len(first.token_ids) == 4 and not first.finished
+    stopped = backend.generate([prompt], max_new_tokens=4, temperature=0.0, top_p=1.0,
+                               stop_token_ids=[first.token_ids[1]])[0]
+    assert stopped.token_ids == first.token_ids[:2] and stopped.finished  # stop token kept, then nothing
+    assert tok.convert_tokens_to_ids("<|im_end|>") in stop_ids(tok)
+
+
+def test_sampling_is_seeded_and_its_logprobs_match_the_training_path(tiny):
+    model, tok = tiny
+    backend = HFBackend(model, tok.pad_token_id)
+    prompts = [ids(tok, "hello"), ids(tok, "good answer please")] * 2
+    kw = dict(max_new_tokens=8, temperature=0.7, top_p=1.0, stop_token_ids=stop_ids(tok), seed=3)
+    out = backend.generate(prompts, **kw)
+    assert [o.token_ids for o in out] == [o.token_ids for o in backend.generate(prompts, **kw)]
+    assert out[0].token_ids != out[2].token_ids  # the two samples of one prompt are independent draws
+    with torch.no_grad():
+        sums, _ = completion_logps(model.eval(), collate([(p, o.token_ids) for p, o in zip(prompts, out)],
+                                                         tok.pad_token_id), temperature=0.7)
+    assert sums.tolist() == pytest.approx([o.logprob_sum for o in out], abs=1e-3)
+
+
+def test_adapter_can_be_disabled_for_the_base_policy(tiny):
+    model, tok = tiny
+    kw = dict(max_new_tokens=6, temperature=0.0, top_p=1.0, stop_token_ids=[])
+    prompt = [ids(tok, "What is the capital of France?")]
+    on = HFBackend(model, tok.pad_token_id).generate(prompt, **kw)[0].token_ids
+    off = HFBackend(model, tok.pad_token_id, use_adapter=False).generate(prompt, **kw)[0].token_ids
+    with model.disable_adapter():
+        plain = HFBackend(model, tok.pad_token_id).generate(prompt, **kw)[0].token_ids
+    assert off == plain and on != off
+
+
+def test_dialogue_rollout_with_dataset_and_model_users(tiny):
+    model, tok = tiny
+    sampling = Sampling(5, 1.0, 1.0, tuple(stop_ids(tok)))
+    seeds = [Seed((Message("system", "be brief"), Message("user", "hi")), ("second", "third")),
+             Seed((Message("user", "yo"),), ("only two",))]
+    roller = Roller(tok, HFBackend(model, tok.pad_token_id), DatasetUsers(), sampling)
+    dialogues = [Dialogue.start(s) for s in seeds]
+    roller.rollout(dialogues, [roller.horizon(d, 3) for d in dialogues], seed=0)
+    assert [len(d.turns) for d in dialogues] == [3, 2]  # fixed user turns run out for the second seed
+    assert [m.content for m in dialogues[0].messages if m.role == "user"] == ["hi", "second", "third"]
+    assert [m.role for m in dialogues[0].messages] == ["system"] + ["user", "assistant"] * 3
+    for d in dialogues:  # every turn's prompt is the rendering of everything before it
+        for k, turn in enumerate(d.turns, start=1):
+            history = d.upto(k)[:-1]
+            assert turn.prompt_ids == encode_prompt(tok, history)
+
+    users = ModelUsers(HFBackend(model, tok.pad_token_id, use_adapter=False), tok, sampling, "play the user")
+    view = users.flipped(dialogues[1].messages)
+    assert [m.role for m in view] == ["system", "assistant", "user", "assistant", "user"]
+    roller = Roller(tok, HFBackend(model, tok.pad_token_id), users, sampling)
+    d = Dialogue.start(seeds[1])
+    roller.rollout([d], [3], seed=0)
+    assert len(d.turns) == 3 and [m.role for m in d.messages] == ["user", "assistant"] * 3
