@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -91,12 +92,13 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         data = self.dir / "data"
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run([*self._as_postgres(), _pg_binary("initdb"), "-D", str(data), "-U", "postgres",
-                        "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True)
-        log = open(self.dir / "postgres.log", "wb")
+        if not data.exists():
+            if os.geteuid() == 0:
+                shutil.chown(self.dir, "postgres", "postgres")
+            subprocess.run([*self._as_postgres(), _pg_binary("initdb"), "-D", str(data), "-U", "postgres",
+                            "--auth=trust", "-E", "UTF8", "--no-sync"],
+                           check=True, capture_output=True)
+        log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             [*self._as_postgres(), _pg_binary("postgres"), "-D", str(data), "-p", str(self.port),
              "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
@@ -105,6 +107,29 @@ class PostgresServer:
         wait_until(lambda: psycopg.connect(self.admin_url, connect_timeout=1).close() or True,
                    30, "postgres", self.proc)
         return self
+
+    def halt(self, timeout: float = 30) -> None:
+        """Stop the server but keep its data (a fast shutdown: open sessions are cut, like a crash
+        or a failover looks to clients). `start()` brings it back on the same port and data."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # Signal the postmaster itself: `runuser` (when running as root) does not forward SIGINT.
+        pid_file = self.dir / "data" / "postmaster.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # SIGINT = fast shutdown
+        except (OSError, ValueError, IndexError):
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        wait_until(lambda: not pid_file.exists(), timeout, "postgres shutdown")
+
+    def restart(self, down_seconds: float = 0.0) -> "PostgresServer":
+        self.halt()
+        time.sleep(down_seconds)
+        return self.start()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -157,6 +182,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc)
+
+    def restart(self, down_seconds: float = 0.0) -> "RedisServer":
+        """Stop and start again on the same port. No persistence: queued messages are lost, as
+        with a broker that restarts without its data."""
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start()
 
 
 def _redis_ping(port: int) -> bool:
