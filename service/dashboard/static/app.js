@@ -537,7 +537,6 @@ function jobPage(view, jobId) {
   };
 
   // -- data
-  let metricsTimer = null;
   const refreshMetrics = async () => { state.metrics = await fetchMetrics(jobId); drawMetrics(); };
   const refreshCheckpoints = async () => { state.checkpoints = (await api(`/v1/fine_tuning/jobs/${jobId}/checkpoints?limit=100`)).data; drawCheckpoints(); };
   const refreshJob = async () => {
@@ -547,8 +546,15 @@ function jobPage(view, jobId) {
     if (!before) { drawHyper(); drawWinRate(); }
     else if (before.status !== state.job.status || (!before.result && state.job.result)) drawWinRate();
   };
-  const soon = (fn, ms) => { clearTimeout(metricsTimer); metricsTimer = setTimeout(() => fn().catch(() => {}), ms); };
-  onLeave(() => clearTimeout(metricsTimer));
+  // Coalesce refreshes: catching up on a long job's stream delivers thousands of events at once.
+  const debounce = (fn, ms) => {
+    let timer = null;
+    onLeave(() => clearTimeout(timer));
+    return () => { clearTimeout(timer); timer = setTimeout(() => fn().catch(() => {}), ms); };
+  };
+  const metricsSoon = debounce(refreshMetrics, 700);
+  const checkpointsSoon = debounce(refreshCheckpoints, 500);
+  const jobSoon = debounce(refreshJob, 300);
 
   (async () => {
     try {
@@ -582,9 +588,9 @@ function jobPage(view, jobId) {
       },
       onEvent: (e) => {
         appendEvent(e);
-        if (e.type === "metrics") soon(refreshMetrics, 700);
-        if (/checkpoint/i.test(e.message)) refreshCheckpoints().catch(() => {});
-        if (e.type !== "metrics") refreshJob().catch(() => {});
+        if (e.type === "metrics") metricsSoon();
+        if (/checkpoint/i.test(e.message)) checkpointsSoon();
+        if (e.type !== "metrics") jobSoon();
       },
     });
   })();
@@ -630,9 +636,8 @@ function comparePage(view, params) {
         if (ev.target.checked) selected.add(j.id); else selected.delete(j.id);
         sync(); refresh();
       } }),
-      h("div", { style: "min-width:0" }, h("div", { class: "jobid" }, j.id),
-        h("div", { class: "meta" }, `${methodType(j)} · ${j.model} · ${ago(j.created_at)}`)),
-      h("div", { class: "spacer", style: "flex:1" }), badge(j.status))));
+      h("div", { style: "min-width:0;flex:1" }, h("div", { class: "jobid", title: j.id }, j.id, j.suffix ? h("span", { class: "muted" }, ` · ${j.suffix}`) : null),
+        h("div", { class: "meta" }, badge(j.status), ` ${methodType(j)} · ${j.model} · ${ago(j.created_at)}`)))));
     if (!shown.length) picker.append(h("div", { class: "empty" }, "No jobs."));
   };
   filterInput.addEventListener("input", drawPicker);

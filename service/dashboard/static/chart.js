@@ -17,7 +17,8 @@ export function fmtNum(v) {
   const a = Math.abs(v);
   if (a === 0) return "0";
   if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
-  if (a >= 100) return v.toFixed(Math.abs(v) >= 1000 ? 0 : 1);
+  if (Number.isInteger(v)) return String(v);
+  if (a >= 100) return v.toFixed(a >= 1000 ? 0 : 1);
   return String(Number(v.toPrecision(4)));
 }
 
