@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import errors, limits, migrate, observability, sse
+from service import dashboard, errors, limits, migrate, observability, sse
 from service.routes import files, job_outputs, jobs, ops
 from service.settings import get_settings
 
@@ -50,7 +50,7 @@ def create_app() -> FastAPI:
     for router in (files.router, jobs.router, job_outputs.router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops.router)
-    # The web dashboard (service/dashboard/) includes its router here.
+    app.include_router(dashboard.router)  # the web dashboard (service/dashboard/) at /dashboard
     return app
 
 
