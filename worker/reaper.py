@@ -94,8 +94,13 @@ def start_reaper_thread(settings: Settings) -> threading.Thread:
             try:
                 for job_id in reap_once(settings, enqueue_job, unsent):
                     log.warning("requeued job %s after its worker was lost", job_id)
-            except Exception:
-                log.exception("reaper pass failed")
+            except Exception as err:
+                from worker.dbretry import is_transient
+
+                if is_transient(err):  # the database is away; the next pass will do
+                    log.warning("reaper pass skipped: %s", type(err).__name__)
+                else:
+                    log.exception("reaper pass failed")
             time.sleep(reaper_period(settings))
 
     thread = threading.Thread(target=loop, name="rlhf-reaper", daemon=True)
