@@ -106,10 +106,14 @@ def run_job(job_id: str) -> None:
         heartbeat.stop()
         return
     except BaseException:  # killed mid-run (SystemExit from a signal), or a bug in this module
+        # No verdict: release the lease so the reaper counts this as a lost worker at its next
+        # pass and requeues the job (bounded by RLHF_MAX_ATTEMPTS, so a bug cannot loop forever).
         log.exception("job %s: run ended abnormally", job_id)
         heartbeat.stop()
-        _hand_back_or_leave(db, job_id, owner, "The worker stopped abnormally; job requeued to resume "
-                                               "from its last checkpoint")
+        try:
+            lease.release(db, job_id, owner)
+        except Exception:
+            pass  # the lease lapses instead
         raise
     heartbeat.stop()
     try:
