@@ -43,11 +43,18 @@ def rollout_side(model, tokenizer, seeds, *, use_adapter: bool, users, sampling,
     return dialogues
 
 
-def evaluate_dialogue(model, tokenizer, seeds, *, judge, users, sampling, num_turns: int, seed: int = 0) -> dict:
-    """Win rate of `model` with its adapter against the same model without it, per turn (see above)."""
-    sides = {name: rollout_side(model, tokenizer, seeds, use_adapter=adapter, users=users, sampling=sampling,
-                                num_turns=num_turns, seed=seed + 7)
-             for name, adapter in (("policy", True), ("base", False))}
+def evaluate_dialogue(model, tokenizer, seeds, *, judge, users, sampling, num_turns: int, seed: int = 0,
+                      base_dialogues=None) -> dict:
+    """Win rate of `model` with its adapter against the same model without it, per turn (see above).
+
+    Both sides sample with the same seeds (common random numbers): where the policy has not moved
+    they produce the same dialogue, a tie, instead of adding sampling noise to the comparison.
+    `base_dialogues` (from rollout_side(use_adapter=False) with the same arguments) skips the base
+    rollouts when several adapters are compared on the same seeds.
+    """
+    kw = dict(users=users, sampling=sampling, num_turns=num_turns, seed=seed + 7)
+    sides = {"policy": rollout_side(model, tokenizer, seeds, use_adapter=True, **kw),
+             "base": base_dialogues or rollout_side(model, tokenizer, seeds, use_adapter=False, **kw)}
     turns = []
     for h in range(1, num_turns + 1):
         idx = [i for i, d in enumerate(sides["policy"]) if len(d.turns) >= h and len(sides["base"][i].turns) >= h]

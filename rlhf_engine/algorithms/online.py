@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from rlhf_engine.algorithms.regression import Pair, Regression, sequence_logps
+from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
 from rlhf_engine.data import formats
 from rlhf_engine.rollout.backend import HFBackend, make_backend, stop_ids
 from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
@@ -54,27 +54,28 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
     scored = [(c, ra, rb) for c, ra, rb in zip(fits, scores[:len(fits)], scores[len(fits):])
               if ra is not None and rb is not None]
     failed = len(fits) - len(scored)
-    rows = [(c.prompt, c.a) for c, _, _ in scored] + [(c.prompt, c.b) for c, _, _ in scored]
-    old = sequence_logps(model, rows, pad_id, temperature=hp.temperature)
-    ref = sequence_logps(model, rows, pad_id, temperature=hp.temperature, use_adapter=False)
-    n = len(scored)
-    pairs, raw, kl = [], [], [o - r for o, r in zip(old, ref)]
+    unscored = [Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0) for c, _, _ in scored]
+    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature)
+    ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False)
+    pairs, raw, kl = [], [], []
     for i, (c, ra, rb) in enumerate(scored):
+        kl_a, kl_b = old_a[i] - ref_a[i], old_b[i] - ref_b[i]  # log pi_t - log pi_ref on the sampled tokens
         # R = r - kl_coef (log pi_t - log pi_ref) + eos_penalty [unfinished]
-        shaped_a = ra - hp.kl_coef * kl[i] + hp.eos_penalty * (not c.finished_a)
-        shaped_b = rb - hp.kl_coef * kl[n + i] + hp.eos_penalty * (not c.finished_b)
-        pairs.append(Pair(c.prompt, c.a, c.b, old[i], old[n + i], shaped_a, shaped_b))
+        shaped_a = ra - hp.kl_coef * kl_a + hp.eos_penalty * (not c.finished_a)
+        shaped_b = rb - hp.kl_coef * kl_b + hp.eos_penalty * (not c.finished_b)
+        pairs.append(Pair(c.prompt, c.a, c.b, old_a[i], old_b[i], shaped_a, shaped_b))
         raw += [ra, rb]
+        kl += [kl_a, kl_b]
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     stats = {
-        "rollout/pairs": float(n),
+        "rollout/pairs": float(len(pairs)),
         "rollout/dropped_identical": float(identical),
         "rollout/dropped_failed_score": float(failed),
         "rollout/dropped_too_long": float(too_long),
         "rollout/reward_mean": mean(raw),
         "rollout/reward_gap": mean([abs(ra - rb) for _, ra, rb in scored]),
         "rollout/kl_to_base": mean(kl),
-        "rollout/response_tokens": mean([len(r[1]) for r in rows]),
+        "rollout/response_tokens": mean([len(p.a) + len(p.b) for p in pairs]) / 2,
         "rollout/unfinished": mean([float(not f) for c, _, _ in scored for f in (c.finished_a, c.finished_b)]),
     }
     return pairs, stats

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from rlhf_engine import losses
-from rlhf_engine.data.batching import collate, padding_fraction
+from rlhf_engine.algorithms.dpo import make_batch, packing_default
+from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
 
 
@@ -37,29 +38,35 @@ class Pair:
     reward_b: float
 
 
+def regression_batch(pairs: list[Pair], pad_id: int, packing: bool | None = None) -> tuple[dict, float, int]:
+    """(batch, padding fraction, tokens) holding both responses of each pair: sequence i < n is a_i,
+    n + i is b_i. Only response tokens are targets (for REFUEL: turn h's assistant reply; earlier
+    turns sit in the prompt). Packed by default (rlhf_engine/packing.py): the shared prompt is
+    computed once per pair, which for long dialogue prefixes is most of the work."""
+    as_pairs = [TokenizedPair(p.prompt, p.a, p.b) for p in pairs]
+    return make_batch(as_pairs, pad_id, packing_default() if packing is None else packing)
+
+
 @torch.no_grad()
-def sequence_logps(model, rows: list[tuple[list[int], list[int]]], pad_id: int, *, temperature: float,
-                   use_adapter: bool = True, batch_size: int = 8) -> list[float]:
-    """log pi(completion | prompt) for each (prompt, completion) row, in eval mode."""
-    out = [0.0] * len(rows)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use_adapter: bool = True,
+               batch_size: int = 8) -> tuple[list[float], list[float]]:
+    """(log pi(a|s), log pi(a'|s)) per pair in eval mode, through the loss's own batch layout and
+    completion_logps; use_adapter=False gives the base model pi_ref."""
+    out_a, out_b = [0.0] * len(pairs), [0.0] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].a) + len(pairs[i].b))
     was_training = model.training
     model.eval()
     try:
         with model.disable_adapter() if not use_adapter else contextlib.nullcontext():
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
-                sums, _ = completion_logps(model, collate([rows[i] for i in idx], pad_id), temperature=temperature)
-                for i, v in zip(idx, sums.tolist()):
-                    out[i] = v
+                sums, _ = completion_logps(model, regression_batch([pairs[i] for i in idx], pad_id)[0],
+                                           temperature=temperature)
+                for k, i in enumerate(idx):
+                    out_a[i], out_b[i] = sums[k].item(), sums[len(idx) + k].item()
     finally:
         model.train(was_training)
-    return out
-
-
-def regression_batch(pairs: list[Pair], pad_id: int) -> dict[str, torch.Tensor]:
-    """All a-rows, then all b-rows; loss_mask marks only the response tokens (turn h for REFUEL)."""
-    return collate([(p.prompt, p.a) for p in pairs] + [(p.prompt, p.b) for p in pairs], pad_id)
+    return out_a, out_b
 
 
 class Regression:
@@ -75,7 +82,7 @@ class Regression:
 
     def loss(self, model, indices: list[int]):
         pairs = [self.pairs[i] for i in indices]
-        batch = regression_batch(pairs, self.pad_id)
+        batch, padding, tokens = regression_batch(pairs, self.pad_id)
         sums, _ = completion_logps(model, batch, temperature=self.temperature)
         n = len(pairs)
         old = torch.tensor([[p.logp_a, p.logp_b] for p in pairs], device=sums.device, dtype=sums.dtype)
@@ -89,10 +96,10 @@ class Regression:
                 # Does the policy now prefer (relative to pi_t) the response with the higher return?
                 "sign_agreement": (diff * target > 0).float().mean().item(),
                 "logratio_abs": torch.cat([ratio_a, ratio_b]).abs().mean().item(),
-                "padding_fraction": padding_fraction(batch),
+                "padding_fraction": padding,
                 **self.iteration_stats,
             }
-        return loss, stats, int(batch["attention_mask"].sum())
+        return loss, stats, tokens
 
     def evaluate(self, model):
         return None

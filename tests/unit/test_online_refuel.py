@@ -63,6 +63,7 @@ def test_regression_loss_by_hand(monkeypatch):
     # log pi(a|s), log pi(a'|s) of the current policy, as completion_logps would return them.
     monkeypatch.setattr(regression, "completion_logps",
                         lambda model, batch, temperature: (torch.tensor([-1.0, -2.0, -3.0, -1.5]), None))
+    # sums = [a_1, a_2, b_1, b_2]
     pairs = [Pair([1], [2], [3], logp_a=-1.5, logp_b=-2.5, reward_a=1.0, reward_b=0.0),
              Pair([1], [4], [5], logp_a=-2.0, logp_b=-1.0, reward_a=0.2, reward_b=0.6)]
     loss, stats, _ = Regression(pairs, eta=2.0, temperature=1.0, pad_id=0).loss(None, [0, 1])
@@ -119,14 +120,26 @@ def test_only_turn_h_assistant_tokens_carry_loss(tiny):
     candidates, _ = refuel_candidates(model, tok, seed=2)
     c = max(candidates, key=lambda c: c.meta["h"])
     assert c.meta["h"] >= 2  # the prompt holds earlier assistant turns
-    batch = regression_batch([Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0)], tok.pad_token_id)
+    pair = Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0)
+    # The earlier assistant replies are in the prompt (h - 1 of them plus the generation prompt) ...
+    assert tok.decode(c.prompt).count("<|im_start|>assistant") == c.meta["h"]
+    # ... where they are never targets: plain layout, loss_mask covers exactly turn h's reply.
+    plain, _, _ = regression_batch([pair], tok.pad_token_id, packing=False)
     for row, response in ((0, c.a), (1, c.b)):
-        mask = batch["loss_mask"][row]
-        assert batch["input_ids"][row][mask].tolist() == response
+        mask = plain["loss_mask"][row]
+        assert plain["input_ids"][row][mask].tolist() == response
         assert mask[: len(c.prompt)].sum() == 0 and mask.sum() == len(response)
-    # The earlier assistant replies are in the prompt, where they are masked out.
-    earlier = tok.decode(c.prompt)
-    assert earlier.count("<|im_start|>assistant") == c.meta["h"]
+    # Packed layout (the default): targets are the two replies, predicted from after the prompt.
+    packed, _, _ = regression_batch([pair], tok.pad_token_id, packing=True)
+    assert packed["targets"][packed["seq"] == 0].tolist() == c.a
+    assert packed["targets"][packed["seq"] == 1].tolist() == c.b
+    assert packed["pred_index"].min().item() == len(c.prompt) - 1
+    # Both layouts give the same log-probs.
+    with torch.no_grad():
+        model.eval()
+        a, _ = regression.completion_logps(model, plain)
+        b, _ = regression.completion_logps(model, packed)
+    assert a.tolist() == pytest.approx(b.tolist(), abs=1e-4)
 
 
 @pytest.mark.parametrize("method", ["rebel", "refuel"])

@@ -57,9 +57,10 @@ def test_stops_at_end_of_turn_and_reports_unfinished(tiny):
     prompt = ids(tok, "hello")
     first = backend.generate([prompt], max_new_tokens=4, temperature=0.0, top_p=1.0, stop_token_ids=[])[0]
     assert len(first.token_ids) == 4 and not first.finished
-    stopped = backend.generate([prompt], max_new_tokens=4, temperature=0.0, top_p=1.0,
-                               stop_token_ids=[first.token_ids[1]])[0]
-    assert stopped.token_ids == first.token_ids[:2] and stopped.finished  # stop token kept, then nothing
+    stop = first.token_ids[1]
+    stopped = backend.generate([prompt], max_new_tokens=4, temperature=0.0, top_p=1.0, stop_token_ids=[stop])[0]
+    # The stop token is kept, nothing after it.
+    assert stopped.token_ids == first.token_ids[:first.token_ids.index(stop) + 1] and stopped.finished
     assert tok.convert_tokens_to_ids("<|im_end|>") in stop_ids(tok)
 
 
