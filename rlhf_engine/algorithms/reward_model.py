@@ -101,7 +101,9 @@ def run_reward_model(config, model_dir: Path, reporter, *, cache_dir=None, resum
     eval_pairs = _tokenize_preferences(tokenizer, evals, hp, reporter, "validation") if evals else []
     algo = BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs)
     reporter.event(f"Training reward_model on {algo.num_examples} pairs for {hp.epochs} epoch(s)")
-    result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir, resume_from=resume_from)
+    autocast = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+    result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir, resume_from=resume_from,
+                 autocast_dtype=autocast)
     if result.stopped:
         return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
     adapter = save_adapter(model, out_dir / "adapter", config.model)
