@@ -25,7 +25,9 @@ from sqlalchemy import delete, select, update
 
 from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
+from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
+from rlhf_engine.tensorboard import TensorBoardReporter, trackers_from_env
 from service.artifacts import ArtifactStore
 from service.settings import get_settings
 from service.store import models
@@ -182,7 +184,7 @@ def _prepare_resume(db: str, job_id: str, step: int, attempt: int) -> None:
 
 
 def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
-    from rlhf_engine.run import JobInputError, run
+    from rlhf_engine.run import run
 
     settings = get_settings()
     db = settings.database_url
@@ -205,7 +207,11 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         resume_path = None
         with_retry(lambda: _prepare_resume_from_scratch(db, job_id, job.attempts), "start the job")
 
-    reporter = DbReporter(db, job_id, store, fine_tuned_model_name(job), heartbeat=heartbeat, owner=owner)
+    # Every job also gets TensorBoard event files (and W&B / MLflow when configured) beside its artifacts.
+    reporter = TensorBoardReporter(
+        DbReporter(db, job_id, store, fine_tuned_model_name(job), heartbeat=heartbeat, owner=owner),
+        logdir=store.path(store.job_key(job_id)) / "tensorboard",
+        trackers=trackers_from_env(run_name=job_id, config=job.method))
     try:
         for file_id in filter(None, [job.training_file, job.validation_file]):
             if file_id not in files:
@@ -218,7 +224,8 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
             output_dir=str(store.path(store.job_key(job_id))),
         )
         result = run(config, reporter, registry=ModelRegistry.load(settings.model_registry),
-                     cache_dir=settings.model_cache_dir, resume_from=resume_path)
+                     cache_dir=settings.model_cache_dir, resume_from=resume_path,
+                     resolve_reward_job=lambda name: _reward_job_dir(db, store, job.project_id, name))
     except StoreUnavailable:
         raise
     except (JobInputError, DatasetError, MissingInput) as err:
@@ -229,6 +236,8 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         _fail(db, job_id, owner, "training_error", f"{type(err).__name__}: {err}",
               detail=traceback.format_exc(limit=8))
         return
+    finally:
+        reporter.close()
 
     if result.stopped:
         reason = reporter.stop_reason
@@ -248,6 +257,17 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
                                 {"steps": result.steps, "trained_tokens": result.trained_tokens}),
             status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
             trained_tokens=result.trained_tokens, result=result.summary)
+
+
+def _reward_job_dir(db: str, store: ArtifactStore, project_id: str, job_id: str) -> Path:
+    """A finished `reward_model` job of the same project, as the engine's reward source `job`."""
+    with session_scope(db) as s:
+        row = s.scalar(select(JobRow).where(JobRow.id == job_id, JobRow.project_id == project_id))
+    if row is None or row.method.get("type") != "reward_model":
+        raise JobInputError(f"reward job {job_id!r} is not a reward_model job of this project")
+    if row.status != SUCCEEDED:
+        raise JobInputError(f"reward job {job_id!r} has not succeeded (status {row.status})")
+    return store.path(store.job_key(job_id))
 
 
 def _prepare_resume_from_scratch(db: str, job_id: str, attempt: int) -> None:
