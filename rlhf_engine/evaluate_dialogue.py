@@ -26,10 +26,10 @@ from rlhf_engine.rollout.backend import HFBackend
 from rlhf_engine.rollout.dialogue import Dialogue, Roller
 
 
-def win_rate_ci(outcomes: list[float], z: float = 1.96) -> tuple[float, float, float]:
+def win_rate_ci(outcomes: list[float], z: float = 1.96) -> tuple[float | None, float | None, float | None]:
     n = len(outcomes)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan")
+    if n == 0:  # None, not NaN: the result is stored as JSON
+        return None, None, None
     mean = sum(outcomes) / n
     sd = math.sqrt(sum((o - mean) ** 2 for o in outcomes) / (n - 1)) if n > 1 else 0.0
     half = z * sd / math.sqrt(n)
@@ -73,7 +73,7 @@ def evaluate_dialogue(model, tokenizer, seeds, *, judge, users, sampling, num_tu
                       "reward_policy": sum(rp) / len(rp) if rp else None,
                       "reward_base": sum(rb) / len(rb) if rb else None})
     rates = [t["win_rate"] for t in turns if t["n"]]
-    return {"turns": turns, "average_win_rate": sum(rates) / len(rates) if rates else float("nan"),
+    return {"turns": turns, "average_win_rate": sum(rates) / len(rates) if rates else None,
             "ci_method": "normal approximation on per-dialogue outcomes (win 1, tie 0.5, loss 0), z=1.96",
             "num_dialogues": len(seeds), "num_turns": num_turns,
             "samples": {name: [{"role": m.role, "content": m.content} for m in ds[0].messages]
@@ -86,8 +86,10 @@ def format_table(rows: dict[str, dict]) -> str:
     head = "| method | " + " | ".join(f"turn {h}" for h in range(1, num_turns + 1)) + " | average |"
     lines = [head, "|" + "---|" * (num_turns + 2)]
     for name, r in rows.items():
-        cells = [f"{t['win_rate'] * 100:.1f} [{t['ci95'][0] * 100:.0f}, {t['ci95'][1] * 100:.0f}]" for t in r["turns"]]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['average_win_rate'] * 100:.1f} |")
+        cells = [f"{t['win_rate'] * 100:.1f} [{t['ci95'][0] * 100:.0f}, {t['ci95'][1] * 100:.0f}]"
+                 if t["n"] else "n/a" for t in r["turns"]]
+        average = "n/a" if r["average_win_rate"] is None else f"{r['average_win_rate'] * 100:.1f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {average} |")
     return "\n".join(lines)
 
 

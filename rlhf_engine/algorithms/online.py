@@ -81,6 +81,10 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
     return pairs, stats
 
 
+def _pct(rate) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
 class _MarkCheckpoints:
     """Reporter wrapper: tags each checkpoint fit writes with the iteration it belongs to."""
 
@@ -203,7 +207,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
                                    num_turns=num_turns, seed=config.seed)
     evaluation["eval_set"] = "validation_file" if config.validation_file else "training_file[:32]"
     evaluation["judge"] = hp.reward.model_dump()
-    reporter.event(f"Win rate against the base: average {evaluation['average_win_rate']:.3f}; per turn "
-                   + ", ".join(f"h={r['turn']}: {r['win_rate']:.3f}" for r in evaluation["turns"]),
+    reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
+                   + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),
                    data=evaluation)
     return RunResult(adapter, step, tokens, False, {**last, "iterations": history, "evaluation": evaluation})

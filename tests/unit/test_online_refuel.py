@@ -166,3 +166,14 @@ def test_iteration_seeds_cycle_through_the_data():
     first_pass = iteration_seeds(seeds, 2, 1, 0) + iteration_seeds(seeds, 2, 2, 0) + iteration_seeds(seeds, 2, 3, 0)[:1]
     assert sorted(first_pass) == seeds
     assert iteration_seeds(seeds, 2, 2, 0) == iteration_seeds(seeds, 2, 2, 0)
+
+
+def test_win_rate_confidence_interval_by_hand():
+    from rlhf_engine.evaluate_dialogue import win_rate_ci
+
+    # outcomes win, loss, tie, win: mean 0.625, sample sd sqrt(0.6875 / 3), half-width 1.96 sd / 2
+    rate, lo, hi = win_rate_ci([1.0, 0.0, 0.5, 1.0])
+    half = 1.96 * (0.6875 / 3) ** 0.5 / 2
+    assert rate == 0.625 and lo == pytest.approx(0.625 - half) and hi == 1.0  # clipped
+    assert win_rate_ci([0.5] * 4) == (0.5, 0.5, 0.5)
+    assert win_rate_ci([]) == (None, None, None)
