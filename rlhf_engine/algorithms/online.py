@@ -85,6 +85,11 @@ def _pct(rate) -> str:
     return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
 
+def load_iteration(path: Path) -> tuple[list[Pair], dict]:
+    saved = json.loads(path.read_text())
+    return [Pair(**p) for p in saved["pairs"]], saved["stats"]
+
+
 class _MarkCheckpoints:
     """Reporter wrapper: tags each checkpoint fit writes with the iteration it belongs to."""
 
@@ -153,17 +158,20 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
         start, step, tokens = resumed["iteration"], resumed["step_offset"], resumed["tokens_before"]
 
     history, last = [], {}
+    for k in range(1, start):  # iterations finished before the resume, for the summary
+        path = out_dir / "online" / f"iteration-{k:03d}.json"
+        if path.exists():
+            history.append({"iteration": k, **load_iteration(path)[1]})
     for t in range(start, hp.iterations + 1):
         if reporter.should_stop():
             return RunResult(None, step, tokens, True, last)
         data_path = out_dir / "online" / f"iteration-{t:03d}.json"
         started = time.perf_counter()
         if resumed and t == start and data_path.exists():
-            saved = json.loads(data_path.read_text())
-            pairs, stats = [Pair(**p) for p in saved["pairs"]], saved["stats"]
+            pairs, stats = load_iteration(data_path)
         else:
             batch = iteration_seeds(seeds, hp.rollouts_per_iteration, t, config.seed)
-            collect_seed = config.seed * 1000 + t
+            collect_seed = config.seed * 1000 + t  # a function of (seed, t) only: resumes replay it
             if refuel:
                 candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
             else:

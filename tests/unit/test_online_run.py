@@ -82,7 +82,7 @@ def test_refuel_with_dialogues_file_then_exact_resume(tmp_path, model_cache):
     ckpt = dict(rec.checkpoints)[2]
     assert json.loads((ckpt / "online.json").read_text())["iteration"] == 1
     again = run(cfg, Recorder(), cache_dir=model_cache, resume_from=ckpt)
-    assert again.steps == 4
+    assert again.steps == 4 and [it["iteration"] for it in again.summary["iterations"]] == [1, 2]
     resumed = adapter_weights(again.adapter_dir)
     assert done.keys() == resumed.keys()
     assert all(torch.equal(done[k], resumed[k]) for k in done)
