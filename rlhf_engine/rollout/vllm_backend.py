@@ -31,8 +31,10 @@ class VLLMBackend:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         path = str(base.config._name_or_path)
         if path not in _ENGINES:
+            rank = max(c.r for c in model.peft_config.values()) if hasattr(model, "peft_config") else 8
             _ENGINES[path] = LLM(model=path, enable_lora=True, enable_prefix_caching=True,
-                                 gpu_memory_utilization=0.3, max_lora_rank=64)
+                                 gpu_memory_utilization=0.3,  # the training copy shares the GPU
+                                 max_lora_rank=max(8, 1 << (rank - 1).bit_length()))
         return cls(_ENGINES[path], model if use_adapter and hasattr(model, "peft_config") else None)
 
     def generate(self, prompts_token_ids, *, max_new_tokens, temperature=1.0, top_p=1.0, stop_token_ids=(),
