@@ -37,3 +37,14 @@ def enqueue_job(job_id: str) -> None:
     client.send_task(TASK_NAME, args=[job_id], queue=settings.queue, retry=True,
                      retry_policy=_RETRY_POLICY)
     log.info("enqueued %s on %s", job_id, settings.queue)
+
+
+def mark_sent(session, job_id: str) -> None:
+    """Record a successful send; the reaper re-sends queued jobs whose last send is old or missing."""
+    import time
+
+    from sqlalchemy import update
+
+    from service.store.models import JobRow
+
+    session.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=time.time()))

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     # Worker behaviour.
     lease_seconds: int = 120  # a job lease not renewed for this long is considered dead
     max_attempts: int = 3  # a job that crashes its worker this often ends failed
+    resend_queued_seconds: int = 900  # a queued job sent this long ago is sent again (lost messages)
     task_time_limit: int = 7 * 24 * 3600
 
     # Access. With no active API key in the database the API runs open as project "default";

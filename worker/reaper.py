@@ -84,6 +84,35 @@ def reap_once(settings: Settings, enqueue, unsent: set[str] | None = None) -> li
     return sent
 
 
+def resend_lost_queued(settings: Settings, enqueue) -> list[str]:
+    """Send again the `queued` jobs whose message may be lost: never sent (the broker was down when
+    the API tried) or sent longer than RLHF_RESEND_QUEUED_SECONDS ago. A duplicate message is
+    harmless (a finished job is skipped, a running one is leased), a lost one strands the job.
+    """
+    t = time.time()
+    grace = min(30, settings.resend_queued_seconds)  # the API sends right after its commit; let it
+    with session_scope(settings.database_url) as s:
+        stale = s.execute(select(JobRow.id, JobRow.sent_at).where(
+            JobRow.status == QUEUED, JobRow.lease_owner.is_(None),
+            or_((JobRow.sent_at.is_(None)) & (JobRow.created_at < t - grace),
+                JobRow.sent_at < t - settings.resend_queued_seconds))).all()
+    sent = []
+    for job_id, was in stale:
+        same = JobRow.sent_at.is_(None) if was is None else JobRow.sent_at == was
+        with session_scope(settings.database_url) as s:  # claim: only one reaper re-sends it
+            if not s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED, same)
+                             .values(sent_at=t)).rowcount:
+                continue
+        try:
+            enqueue(job_id)
+            sent.append(job_id)
+        except Exception as err:  # still down: forget the claim so the next pass tries again
+            log.warning("could not re-send queued job %s: %s", job_id, err)
+            with session_scope(settings.database_url) as s:
+                s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.sent_at == t).values(sent_at=None))
+    return sent
+
+
 def start_reaper_thread(settings: Settings) -> threading.Thread:
     from service.queue import enqueue_job
 
@@ -94,6 +123,8 @@ def start_reaper_thread(settings: Settings) -> threading.Thread:
             try:
                 for job_id in reap_once(settings, enqueue_job, unsent):
                     log.warning("requeued job %s after its worker was lost", job_id)
+                for job_id in resend_lost_queued(settings, enqueue_job):
+                    log.warning("re-sent queued job %s whose message may have been lost", job_id)
             except Exception as err:
                 from worker.dbretry import is_transient
 

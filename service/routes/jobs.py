@@ -43,6 +43,8 @@ def _send(db: Session, job: JobRow) -> None:
     """Enqueue a committed `queued` job; a broker that is down leaves it queued with a warning."""
     try:
         queue.enqueue_job(job.id)
+        queue.mark_sent(db, job.id)
+        db.commit()
     except Exception as err:  # the reaper / a later resume re-sends it
         log.warning("could not enqueue %s: %s", job.id, err)
         add_event(db, job.id, "The job queue could not be reached; the job stays queued and "

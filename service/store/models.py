@@ -66,6 +66,8 @@ class JobRow(Base):
     # Worker coordination: a lease guards against two workers running one job at the same time.
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
+    # When the job's message was last handed to the broker (None: never, or the send failed).
+    sent_at: Mapped[float | None] = mapped_column(nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
 
     # `Idempotency-Key` of the create request and a hash of its body (migration 0002): the same

@@ -159,7 +159,7 @@ class Stack:
 
         with session_scope(self.settings["database_url"]) as s:
             job = s.scalar(select(JobRow).where(JobRow.id == job_id))
-            return {c: getattr(job, c) for c in ("status", "attempts", "lease_owner", "lease_expires_at",
+            return {c: getattr(job, c) for c in ("status", "attempts", "lease_owner", "lease_expires_at", "sent_at",
                                                  "steps_completed", "total_steps", "error")}
 
     def set_status(self, job_id: str, status: str) -> None:
