@@ -202,12 +202,12 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
         if result.stopped:
             return RunResult(None, step, tokens, True, last)
         seconds = time.perf_counter() - started
-        history.append({"iteration": t, **stats, "regression_loss": last.get("regression_loss"),
-                        "sign_agreement": last.get("sign_agreement"), "train_seconds": time.perf_counter() - t_fit,
-                        "iteration_seconds": seconds})
-        reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {last.get('regression_loss', 0):.4f}, "
-                       f"sign agreement {last.get('sign_agreement', 0):.2f} ({seconds:.1f}s)",
-                       data=history[-1])
+        # After training, on the iteration's own pairs (Regression.evaluate).
+        loss_after, agreement = last.get("eval/regression_loss", 0.0), last.get("eval/sign_agreement", 0.0)
+        history.append({"iteration": t, **stats, "regression_loss": loss_after, "sign_agreement": agreement,
+                        "train_seconds": time.perf_counter() - t_fit, "iteration_seconds": seconds})
+        reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {loss_after:.4f}, "
+                       f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
     adapter = save_adapter(model, out_dir / "adapter", config.model)
     reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues")

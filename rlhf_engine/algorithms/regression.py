@@ -81,6 +81,9 @@ class Regression:
         return len(self.pairs)
 
     def loss(self, model, indices: list[int]):
+        """Step statistics come from the forward before the update: with one epoch every pair is
+        seen by a policy that has not trained on it yet, so `sign_agreement` there starts at 0
+        (log-ratios are 0 at the start of an iteration); `evaluate` measures it after training."""
         pairs = [self.pairs[i] for i in indices]
         batch, padding, tokens = regression_batch(pairs, self.pad_id)
         sums, _ = completion_logps(model, batch, temperature=self.temperature)
@@ -101,5 +104,14 @@ class Regression:
             }
         return loss, stats, tokens
 
-    def evaluate(self, model):
-        return None
+    @torch.no_grad()
+    def evaluate(self, model, batch_size: int = 8) -> dict[str, float]:
+        """After the iteration's training: regression loss and sign agreement on its own pairs, i.e.
+        whether pi_{t+1} / pi_t now ranks the two responses of each pair as their returns do."""
+        totals, n = {}, len(self.pairs)
+        for s in range(0, n, batch_size):
+            idx = list(range(s, min(s + batch_size, n)))
+            loss, stats, _ = self.loss(model, idx)
+            for k in ("regression_loss", "sign_agreement", "logratio_abs"):
+                totals[k] = totals.get(k, 0.0) + stats[k] * len(idx) / n
+        return {f"eval/{k}": v for k, v in totals.items()}

@@ -71,6 +71,8 @@ def test_refuel_with_dialogues_file_then_exact_resume(tmp_path, model_cache):
     assert first["logratio_abs"] < 1e-4  # pi_t's log-probs from collection match the training forward
     for key in ("rollout/reward_mean", "rollout/reward_gap", "rollout/kl_to_base", "regression_loss", "sign_agreement"):
         assert key in first
+    after = [v for _, v in rec.steps if "eval/sign_agreement" in v]  # measured after each iteration's training
+    assert len(after) == 2 and all(0 <= v["eval/sign_agreement"] <= 1 for v in after)
     evaluation = result.summary["evaluation"]
     assert [t["turn"] for t in evaluation["turns"]] == [1, 2, 3]
     assert all(t["n"] == 2 and 0 <= t["ci95"][0] <= t["win_rate"] <= t["ci95"][1] <= 1 for t in evaluation["turns"])
