@@ -284,9 +284,13 @@ def main(argv=None) -> None:
     ap.add_argument("--child", choices=["engine", "trl"])
     ap.add_argument("--data")
     ap.add_argument("--out")
+    ap.add_argument("--summarise", metavar="WORKDIR",
+                    help="rebuild the tables from the per-run JSON files a (possibly interrupted) run left in WORKDIR")
     args = ap.parse_args(argv)
     if args.child:
         return child(args)
+    if args.summarise:
+        return resummarise(args)
 
     if args.model_dir is None:
         if args.gpu:
@@ -338,6 +342,36 @@ def main(argv=None) -> None:
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = args.tag or f"dpo_vs_trl_{'gpu' if args.gpu else 'cpu'}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{stem}.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def resummarise(args) -> None:
+    """Tables from the run files of an interrupted benchmark (only workloads with both systems)."""
+    import re
+
+    work = Path(args.summarise)
+    if args.model_dir is None:
+        args.model_dir = str(Path(args.cache_dir) / "smollm2-135m-instruct")
+    runs, stats = [], {}
+    for f in sorted(work.glob("W*-*-*.json")):
+        name, system, rep = re.match(r"(W\d)-(engine|trl)-(\d+)\.json", f.name).groups()
+        res = json.loads(f.read_text())
+        res.pop("events", None)
+        res.update({"system": system, "workload": name, "rep": int(rep)})
+        runs.append(res)
+    complete = sorted({r["workload"] for r in runs if r["system"] == "engine"}
+                      & {r["workload"] for r in runs if r["system"] == "trl"})
+    runs = [r for r in runs if r["workload"] in complete]
+    for name in complete:
+        stats[name] = _workload_stats(args.model_dir, work / f"{name}.jsonl")
+    args.reps = max(r["rep"] for r in runs) + 1
+    result = {"benchmark": "dpo_vs_trl", "device": "cpu", "machine": _machine(), "versions": _versions(),
+              "settings": settings(args), "workloads": stats, "runs": runs, "summary": summarise(runs, stats, args),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "note": f"summarised from {work}"}
+    stem = args.tag or "dpo_vs_trl_cpu"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (RESULTS / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
