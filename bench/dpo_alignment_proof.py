@@ -33,7 +33,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr-multiplier", type=float, default=5)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "dpo_alignment_proof")
     args = parser.parse_args()

@@ -25,7 +25,7 @@ HOME = REPO / ".rlhf" / "demo"
 DATA = REPO / "rlhf_engine" / "datasets"
 MODEL = "smollm2-135m-instruct"
 PORT = int(os.environ.get("DEMO_PORT", "8765"))
-HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 5, "beta": 0.1}
+HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5, "beta": 0.1}
 QUESTIONS = ["What is the capital of Portugal?", "How many legs does a spider have?"]
 
 

@@ -1,12 +1,14 @@
 """Build the bundled `concise` preference dataset (deterministic; rerun to regenerate the JSONL).
 
 Property a program can check: a preferred answer is ONE sentence of at most 15 words that
-contains the question's key fact. The rejected answer holds the same fact buried in filler and
-hedging (so correctness alone cannot separate them; only style can). Evaluation
+contains the question's key fact. The rejected answer is smollm2-135m-instruct's own long answer
+(sampled with a system prompt asking for detail), so the pair differs in the style the model
+actually produces: off-policy negatives written by hand teach DPO to avoid those exact phrases
+and leave the model's real habits untouched. Evaluation
 (rlhf_engine/evaluate_concise.py) measures, on held-out questions: the share of answers with the
 property, the share that still contain the key fact, and repetition.
 
-    python -m rlhf_engine.datasets.build_concise
+    python -m rlhf_engine.datasets.build_concise   # ~5 min on 2 CPU cores; needs the engine installed
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ FACTS = [
     ("What is 6 times 7?", "42", "Six times seven is 42."),
 ]
 
+VERBOSE_SYSTEM = "Answer in detail, with several sentences of explanation and context."
+
 OPENERS = ["That's a great question, and I'm happy to help you think it through.",
            "Thank you so much for asking! There is a lot one could say about this topic.",
            "Well, this is something many people wonder about, and it deserves a careful answer.",
@@ -92,20 +96,49 @@ def verbose(answer: str, rng: random.Random) -> str:
             f"generally speaking, {answer[0].lower() + answer[1:]} {rng.choice(CLOSERS)}")
 
 
-def record(question: str, answer: str, rng: random.Random) -> dict:
+def model_answers(questions: list[str], seed: int = 0) -> list[str]:
+    """The base model's own long answers: sampled, with a system prompt that asks for detail."""
+    import torch
+
+    from rlhf_engine.data.formats import Message
+    from rlhf_engine.data.tokenize import render_prompt
+    from rlhf_engine.model_registry import ModelRegistry
+    from rlhf_engine.models.loading import load_causal_lm, load_tokenizer, materialise
+
+    model_dir = materialise(ModelRegistry.load().get("smollm2-135m-instruct"))
+    tokenizer, model = load_tokenizer(model_dir), load_causal_lm(model_dir).eval()
+    torch.manual_seed(seed)
+    texts = [render_prompt(tokenizer, [Message("system", VERBOSE_SYSTEM), Message("user", q)]) for q in questions]
+    tokenizer.padding_side = "left"  # one batched generate: every prompt ends where generation starts
+    batch = tokenizer(texts, add_special_tokens=False, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=True, temperature=0.7, max_new_tokens=80,
+                             pad_token_id=tokenizer.pad_token_id)
+    answers = []
+    for row in out[:, batch.input_ids.shape[1]:]:
+        reply = tokenizer.decode(row, skip_special_tokens=True).strip()
+        # Cut a reply that ran out of tokens back to its last full sentence.
+        answers.append(reply[: reply.rfind(".") + 1] if "." in reply else reply)
+    return answers
+
+
+def record(question: str, answer: str, rejected: str) -> dict:
     return {"input": {"messages": [{"role": "user", "content": question}]},
             "preferred_output": [{"role": "assistant", "content": answer}],
-            "non_preferred_output": [{"role": "assistant", "content": verbose(answer, rng)}]}
+            "non_preferred_output": [{"role": "assistant", "content": rejected}]}
 
 
 def main() -> None:
     rng = random.Random(0)
     facts = FACTS[:]
     rng.shuffle(facts)
-    held_out, train = facts[:16], facts[16:]
-    write(HERE / "concise_train.jsonl", [record(q, a, rng) for q, _, a in train])
-    write(HERE / "concise_eval.jsonl", [record(q, a, rng) for q, _, a in held_out])
-    (HERE / "concise_eval_keys.json").write_text(json.dumps({q: k for q, k, _ in held_out}, indent=1) + "\n")
+    long_answers = model_answers([q for q, _, _ in facts])
+    # A sampled answer can be short or cut to nothing; fall back to padded filler in that case.
+    rejected = [r if len(r.split()) > 20 else verbose(a, rng) for (_, _, a), r in zip(facts, long_answers)]
+    rows = [record(q, a, r) for (q, _, a), r in zip(facts, rejected)]
+    write(HERE / "concise_train.jsonl", rows[16:])
+    write(HERE / "concise_eval.jsonl", rows[:16])  # held out
+    (HERE / "concise_eval_keys.json").write_text(json.dumps({q: k for q, k, _ in facts[:16]}, indent=1) + "\n")
 
 
 def write(path: Path, rows: list[dict]) -> None:
