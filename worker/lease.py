@@ -39,12 +39,17 @@ def owner_pid(owner: str | None) -> int | None:
 
 
 def acquire(db_url: str, job_id: str, owner: str, ttl: float) -> bool:
-    """Take the lease of a queued job, or of a running one whose lease has expired."""
+    """Take the lease of a queued job.
+
+    Only `queued`: a `running` job whose lease expired had its worker die, and only the reaper may
+    hand it on, because the reaper counts lost workers (a redelivered message that arrives after
+    the lease lapsed must not start an attempt the count never sees).
+    """
     t = time.time()
     with session_scope(db_url) as s:
         result = s.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status.in_([QUEUED, RUNNING]),
+            .where(JobRow.id == job_id, JobRow.status == QUEUED,
                    or_(JobRow.lease_owner.is_(None), JobRow.lease_expires_at < t))
             .values(lease_owner=owner, lease_expires_at=t + ttl, status=RUNNING, attempts=JobRow.attempts + 1)
         )
