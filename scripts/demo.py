@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # runs from a checkout even before `pip install -e .`
 HOME = REPO / ".rlhf" / "demo"
 DATA = REPO / "rlhf_engine" / "datasets"
 MODEL = "smollm2-135m-instruct"
