@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from rlhf_engine.model_registry import ModelRegistry
 from service.artifacts import ArtifactStore
 from service.settings import Settings, get_settings
-from service.store.session import session_factory
+from service.store.session import session_scope
 
 
 def settings_dep() -> Settings:
@@ -27,15 +27,8 @@ def db_session(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator
     Handlers that write call `db.commit()` themselves before answering, so a client never sees a
     success for a write that did not land; the commit here only catches what is left.
     """
-    session = session_factory(settings.database_url)()
-    try:
+    with session_scope(settings.database_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 @lru_cache

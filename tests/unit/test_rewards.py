@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rlhf_engine.callbacks import NullReporter
 from rlhf_engine.data.examples import Message
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.rewards import FunctionScorer, make_scorer
@@ -72,7 +73,7 @@ def test_reward_model_job_then_online_job_scored_by_it(tmp_path, model_cache):
                          validation_file=str(tmp_path / "prefs.jsonl"), output_dir=str(tmp_path / "rm"),
                          method={"type": "reward_model", "reward_model": {"hyperparameters": {
                              "n_epochs": 4, "batch_size": 3, "learning_rate": 3e-3}}})
-    result = run(rm_cfg, _Quiet(), cache_dir=model_cache)
+    result = run(rm_cfg, NullReporter(), cache_dir=model_cache)
     weights = load_file(result.adapter_dir / "adapter_model.safetensors")
     assert any("score" in k for k in weights) and any("lora_A" in k for k in weights)
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
@@ -93,20 +94,7 @@ def test_reward_model_job_then_online_job_scored_by_it(tmp_path, model_cache):
                          method={"type": "rebel", "rebel": {"hyperparameters": {
                              "iterations": 1, "rollouts_per_iteration": 3, "max_new_tokens": 5,
                              "reward": {"type": "job", "name": "ftjob-rm"}}}})
-    out = run(online, _Quiet(), cache_dir=model_cache, resolve_reward_job=jobs.get)
+    out = run(online, NullReporter(), cache_dir=model_cache, resolve_reward_job=jobs.get)
     assert (out.adapter_dir / "adapter_model.safetensors").exists()
     assert out.summary["evaluation"]["judge"] == {"type": "job", "name": "ftjob-rm"}
 
-
-class _Quiet:
-    def event(self, message, *, level="info", data=None):
-        pass
-
-    def metrics(self, step, values, *, total_steps=None):
-        pass
-
-    def checkpoint(self, step, path, metrics):
-        pass
-
-    def should_stop(self):
-        return False
