@@ -53,23 +53,44 @@ def preference_jsonl(target_bytes: int) -> bytes:
     return "".join(lines).encode()
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
-    latencies, errors = [], 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
-        async def one(due: float) -> None:
-            nonlocal errors
+async def _get(reader, writer, host: str, path: str) -> int:
+    """One keep-alive HTTP/1.1 GET; returns the status. (httpx's async pool spends O(n^2) CPU with
+    thousands of pending requests, which made the client, not the server, the bottleneck.)"""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+    return status
+
+
+async def open_loop(url: str, rate: float, seconds: float, connections: int = 64) -> tuple[list[float], int]:
+    """Request i is due at t0 + i / rate; `connections` keep-alive connections take due requests in
+    order. Latency counts from the due time, so time spent waiting for a free connection counts."""
+    parsed = httpx.URL(url)
+    total = int(rate * seconds)
+    latencies, errors, next_i = [], 0, 0
+    t0 = time.perf_counter() + 0.5
+
+    async def connection() -> None:
+        nonlocal errors, next_i
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        while next_i < total:
+            due = t0 + next_i / rate
+            next_i += 1
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             try:
-                response = await client.get(url)
-                if response.status_code != 200:
+                if await asyncio.wait_for(_get(reader, writer, parsed.host, parsed.raw_path.decode()), 10) != 200:
                     errors += 1
-            except httpx.HTTPError:
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
             latencies.append(time.perf_counter() - due)
+        writer.close()
 
-        t0 = time.perf_counter() + 0.5
-        await asyncio.gather(*(one(t0 + i / rate) for i in range(int(rate * seconds))))
+    await asyncio.gather(*(connection() for _ in range(connections)))
     return latencies, errors
 
 
