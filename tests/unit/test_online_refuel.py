@@ -22,12 +22,7 @@ from rlhf_engine.rollout.users import DatasetUsers
 from rlhf_engine.spec import RefuelHyperparameters
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ from rlhf_engine.spec import RewardSource, TrainConfig
 from rlhf_engine.tasks import remember_rules
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 INFO = {"name": "Maya", "max_words": 4, "rules": {"name": 1, "short": 2}}

@@ -13,13 +13,7 @@ from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, encod
 from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: a second thread only adds synchronisation (and the CI box is shared).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
