@@ -7,9 +7,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests import infra
+from tests.integration.helpers import upload
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +32,15 @@ def worker(service_settings: dict, model_cache_dir: Path, tmp_path_factory: pyte
     proc.log_path = log_path  # type: ignore[attr-defined]
     yield proc
     infra.stop(proc, timeout=20)
+
+
+@pytest.fixture
+def client(idle_api):
+    """A client of the idle API: no worker consumes its queue, so jobs stay queued while we look."""
+    with httpx.Client(base_url=idle_api.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def file_id(client) -> str:
+    return upload(client).json()["id"]

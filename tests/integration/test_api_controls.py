@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from service import quotas
 from service.store.models import JobRow, MetricRow, new_id
-from tests.integration.helpers import assert_envelope, dpo_body, upload
+from tests.integration.helpers import assert_envelope, dpo_body
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def client(idle_api):
-    with httpx.Client(base_url=idle_api.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-def file_id(client) -> str:
-    return upload(client).json()["id"]
 
 
 def job_row(db, job_id: str) -> JobRow:

@@ -13,18 +13,6 @@ from tests.integration.helpers import MODEL, assert_envelope, dpo_body, upload
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def client(idle_api):
-    # No worker consumes this server's queue: jobs stay queued while we look at them.
-    with httpx.Client(base_url=idle_api.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
-def file_id(client) -> str:
-    return upload(client).json()["id"]
-
-
 def job_count(db) -> int:
     db.rollback()
     return db.scalar(select(func.count()).select_from(JobRow))

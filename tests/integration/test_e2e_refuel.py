@@ -57,8 +57,8 @@ def test_refuel_job_through_the_api(api_server, worker, tmp_path):
         assert json.loads(zipfile.ZipFile(io.BytesIO(archive.content)).read("adapter_config.json"))["peft_type"] == "LORA"
 
 
-def test_refuel_rejects_a_preference_free_mismatch(api_server):
-    """A REFUEL job on a file the method cannot use is refused before any row is written."""
+def test_a_file_the_method_cannot_use_is_refused(api_server):
+    """A reward_model job on a chat file (it needs preference pairs) is refused with a 400."""
     with httpx.Client(base_url=api_server, timeout=30) as client:
         chat = upload(client, jsonl([{"messages": [{"role": "user", "content": "hi"},
                                                    {"role": "assistant", "content": "hello"}]}])).json()
