@@ -17,7 +17,9 @@ from service.settings import Settings, get_settings
 from service.store.session import session_scope
 
 
-def settings_dep() -> Settings:
+# Dependencies that do no I/O are `async def`: FastAPI then calls them on the event loop instead of
+# handing each to the thread pool, and every thread hop costs CPU and GIL hand-offs per request.
+async def settings_dep() -> Settings:
     return get_settings()
 
 
@@ -36,7 +38,7 @@ def _artifacts(root: Path) -> ArtifactStore:
     return ArtifactStore(root)
 
 
-def artifacts_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> ArtifactStore:
+async def artifacts_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> ArtifactStore:
     return _artifacts(settings.artifacts_dir)
 
 
@@ -46,7 +48,7 @@ def _registry(path: Path | None) -> ModelRegistry:
     return ModelRegistry.load(path)
 
 
-def registry_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> ModelRegistry:
+async def registry_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> ModelRegistry:
     return _registry(settings.model_registry)
 
 

@@ -202,8 +202,9 @@ def _redis_ping(port: int) -> bool:
 class ApiServer:
     """`uvicorn service.app:app` in a child process, on a free port, with the given RLHF_ settings."""
 
-    def __init__(self, log_dir: Path, **settings: object) -> None:
+    def __init__(self, log_dir: Path, workers: int = 1, **settings: object) -> None:
         self.port = free_port()
+        self.workers = workers
         self.settings = settings
         self.log_path = Path(log_dir) / f"api-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -216,7 +217,8 @@ class ApiServer:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
+             "--port", str(self.port), "--log-level", "warning",
+             *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             cwd=REPO, env=service_env(**self.settings), stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,

@@ -42,7 +42,9 @@ def get_engine(url: str) -> Engine:
                          connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
+@lru_cache
 def session_factory(url: str) -> sessionmaker[Session]:
+    # One factory per URL: building a sessionmaker per request costs more than the query it serves.
     return sessionmaker(bind=get_engine(url), expire_on_commit=False)
 
 
