@@ -6,6 +6,11 @@ root so that a bad key can never escape it. Layout:
     files/{file_id}.jsonl
     jobs/{job_id}/checkpoints/step-{n:06d}/{adapter,state}/
     jobs/{job_id}/adapter/               final LoRA adapter (PEFT layout)
+
+With a bucket configured (RLHF_ARTIFACTS_S3_BUCKET, service/artifact_s3.py) the local directory is
+this machine's working copy and the bucket is the shared one: every finished write is also sent
+there (`save_file`, `publish_dir`), and a read that finds no local copy fetches it from there first
+(`local_file`, `local_dir`). Without a bucket those calls only touch the local disk, as before.
 """
 
 from __future__ import annotations
@@ -16,12 +21,22 @@ import re
 import zipfile
 from pathlib import Path
 
+from service.artifact_s3 import ArtifactStoreUnavailable, S3Location, S3Mirror
+
+__all__ = ["ArtifactStore", "ArtifactStoreUnavailable"]
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, remote: S3Mirror | None = None):
         self.root = Path(root).resolve()
+        self.remote = remote
+
+    @classmethod
+    def from_settings(cls, settings) -> ArtifactStore:
+        location = S3Location.from_settings(settings)
+        return cls(settings.artifacts_dir, S3Mirror(location) if location else None)
 
     def path(self, key: str) -> Path:
         """The absolute path of a storage key; refuses anything that leaves the root."""
@@ -48,7 +63,48 @@ class ArtifactStore:
         tmp = dest.with_suffix(".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, dest)
+        if self.remote is not None:
+            try:
+                self.remote.put_file(key, dest)
+            except ArtifactStoreUnavailable:
+                dest.unlink(missing_ok=True)  # stored everywhere or nowhere: the caller writes no row
+                raise
         return key
+
+    def local_file(self, key: str) -> Path:
+        """The local path of a stored file, fetched from the bucket first if this machine has no
+        copy. Without a bucket (or when the bucket has none either) the path may not exist."""
+        path = self.path(key)
+        if self.remote is not None and not path.exists():
+            self.remote.get_file(key, path)
+        return path
+
+    def delete_file(self, key: str) -> None:
+        """Remove a file here and in the bucket. Other machines' local copies stay (a cache of an
+        id that is never reused)."""
+        self.path(key).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.delete(key)
+
+    # Directories (checkpoints, adapters): written locally by the engine, complete once renamed
+    # into place (rlhf_engine/checkpoint.py) or once `save_adapter` returned.
+    def publish_dir(self, key: str) -> None:
+        """Send a complete local directory to the bucket (no-op without one)."""
+        if self.remote is not None:
+            self.remote.put_dir(key, self.path(key))
+
+    def local_dir(self, key: str) -> Path:
+        """The local path of a stored directory, fetched from the bucket first if this machine has
+        no copy; only a directory complete in the bucket (its manifest written) is fetched."""
+        path = self.path(key)
+        if self.remote is not None and not path.is_dir():
+            self.remote.get_dir(key, path)
+        return path
+
+    def check(self) -> None:
+        """Raise ArtifactStoreUnavailable if the bucket cannot be used (/readyz)."""
+        if self.remote is not None:
+            self.remote.ping()
 
     # Jobs.
     def job_key(self, job_id: str) -> str:
@@ -62,7 +118,7 @@ class ArtifactStore:
 
     def zip_dir(self, key: str) -> bytes:
         """A directory as a zip archive (flat: the files sit at the archive's root)."""
-        base = self.path(key)
+        base = self.local_dir(key)
         if not base.is_dir():
             raise FileNotFoundError(key)
         buf = io.BytesIO()

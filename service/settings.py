@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     model_cache_dir: Path = _HOME / "models"
     model_registry: Path | None = None  # operator's YAML/JSON of extra models
 
+    # Shared artifact store (service/artifact_s3.py). Unset bucket: artifacts_dir is the only copy.
+    # Credentials come from boto3's standard chain (AWS_ACCESS_KEY_ID, ~/.aws, roles), never from here.
+    artifacts_s3_bucket: str | None = None
+    artifacts_s3_prefix: str = ""  # keys become {prefix}/files/..., {prefix}/jobs/...
+    artifacts_s3_endpoint_url: str | None = None  # MinIO, Ceph, R2...; unset = AWS
+    artifacts_s3_region: str | None = None
+
     # Worker behaviour.
     lease_seconds: int = 120  # a job lease not renewed for this long is considered dead
     max_attempts: int = 3  # a job that crashes its worker this often ends failed
