@@ -15,7 +15,9 @@ Conventions (one table, so clients and tests can rely on them):
     413     invalid_request_error   file_too_large, body_too_large       upload / body over the limit
     429     requests                rate_limit_exceeded                  per-key rate limit; Retry-After
     500     server_error            internal_error                       a bug; details only in the log
-    503     server_error            dependency_unavailable               /readyz: database or broker down
+    503     server_error            dependency_unavailable               /readyz: database, broker or
+                                                                         artifact store down
+    503     server_error            artifact_store_unavailable           the S3 bucket could not be used
 
 OpenAI itself answers body validation with 400 (not FastAPI's 422), so we do too, and `param` is
 the dotted path of the offending field (`method.dpo.hyperparameters.beta`).
@@ -64,6 +66,12 @@ def not_found(kind: str, object_id: str, param: str = "id") -> APIError:
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def artifact_store_unavailable(what: str) -> APIError:
+    """The bucket (RLHF_ARTIFACTS_S3_BUCKET) failed; the details are in the log, not the answer."""
+    return APIError(503, f"The artifact store is unavailable: {what}. Try again later.", type=SERVER_ERROR,
+                    code="artifact_store_unavailable")
 
 
 def _respond(err: APIError) -> JSONResponse:

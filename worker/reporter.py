@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
-from service.artifacts import ArtifactStore
+from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.store.models import RUNNING, CheckpointRow, EventRow, JobRow, MetricRow, new_id
 from service.store.session import session_scope
 from worker.dbretry import StoreUnavailable, is_transient, with_retry
@@ -124,6 +124,15 @@ class DbReporter:
 
     def checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
         key = Path(path).resolve().relative_to(self.store.root).as_posix()
+        try:
+            self.store.publish_dir(key)
+        except ArtifactStoreUnavailable as err:
+            # Only a checkpoint every machine can read gets a row (rows are what resume and the API
+            # use), so this one is skipped; training goes on and the next checkpoint tries again.
+            log.warning("job %s: checkpoint at step %d not stored in the bucket: %s", self.job_id, step, err)
+            self.event(f"Checkpoint at step {step} could not be stored in the artifact store; not recorded",
+                       level="warning", data={"step": step})
+            return
 
         def body(s):
             s.execute(delete(CheckpointRow).where(CheckpointRow.job_id == self.job_id,

@@ -28,7 +28,7 @@ from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
 from rlhf_engine.tensorboard import TensorBoardReporter, trackers_from_env
-from service.artifacts import ArtifactStore
+from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.settings import get_settings
 from service.store import models
 from service.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
@@ -142,8 +142,11 @@ def _latest_checkpoint(db: str, store: ArtifactStore, job_id: str) -> tuple[int,
                              .where(CheckpointRow.job_id == job_id)
                              .order_by(CheckpointRow.step_number.desc())).all()
 
+    # A row is written once the checkpoint is complete locally (and in the bucket, if there is one);
+    # another machine fetches it first. A bucket that cannot be reached raises: no verdict, the
+    # reaper requeues the job, rather than restarting it from scratch over its checkpoints.
     for step, key in with_retry(read, "list checkpoints"):
-        path = store.path(key)
+        path = store.local_dir(key)
         if (path / "state.pt").exists():
             return step, path
     return None
@@ -188,7 +191,7 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
 
     settings = get_settings()
     db = settings.database_url
-    store = ArtifactStore(settings.artifacts_dir)
+    store = ArtifactStore.from_settings(settings)
 
     def load():
         with session_scope(db) as s:
@@ -213,13 +216,17 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         logdir=store.path(store.job_key(job_id)) / "tensorboard",
         trackers=trackers_from_env(run_name=job_id, config=job.method))
     try:
+        inputs = {}
         for file_id in filter(None, [job.training_file, job.validation_file]):
             if file_id not in files:
                 raise MissingInput(f"file {file_id!r} no longer exists")
+            inputs[file_id] = store.local_file(files[file_id].storage_key)  # fetched from the bucket if need be
+            if not inputs[file_id].exists():
+                raise MissingInput(f"the bytes of file {file_id!r} are missing from the artifact store")
         config = TrainConfig(
             model=job.model,
-            training_file=str(store.path(files[job.training_file].storage_key)),
-            validation_file=str(store.path(files[job.validation_file].storage_key)) if job.validation_file else None,
+            training_file=str(inputs[job.training_file]),
+            validation_file=str(inputs[job.validation_file]) if job.validation_file else None,
             seed=job.seed, method=Method.model_validate(job.method),
             output_dir=str(store.path(store.job_key(job_id))),
         )
@@ -230,6 +237,9 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         raise
     except (JobInputError, DatasetError, MissingInput) as err:
         _fail(db, job_id, owner, "invalid_training_file", str(err))
+        return
+    except ArtifactStoreUnavailable as err:
+        _fail(db, job_id, owner, "artifact_store_unavailable", str(err))
         return
     except Exception as err:  # the job's error, not the worker's: record it and free the worker
         log.exception("job %s failed", job_id)
@@ -253,6 +263,11 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         else:
             log.warning("job %s stopped (status %s)", job_id, reason)
         return
+    try:  # the job succeeds only once its adapter is where the API (maybe on another machine) reads it
+        store.publish_dir(store.adapter_key(job_id))
+    except ArtifactStoreUnavailable as err:
+        _fail(db, job_id, owner, "artifact_store_unavailable", f"the adapter could not be stored: {err}")
+        return
     _finish(db, job_id, owner, ("The job has successfully completed", "info",
                                 {"steps": result.steps, "trained_tokens": result.trained_tokens}),
             status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
@@ -267,6 +282,7 @@ def _reward_job_dir(db: str, store: ArtifactStore, project_id: str, job_id: str)
         raise JobInputError(f"reward job {job_id!r} is not a reward_model job of this project")
     if row.status != SUCCEEDED:
         raise JobInputError(f"reward job {job_id!r} has not succeeded (status {row.status})")
+    store.local_dir(store.adapter_key(job_id))  # trained on another machine: fetch its adapter
     return store.path(store.job_key(job_id))
 
 

@@ -12,9 +12,10 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from rlhf_engine.data import formats
+from service.artifacts import ArtifactStoreUnavailable
 from service.auth import CallerDep
 from service.deps import DB, Artifacts, SettingsDep
-from service.errors import APIError, bad_request
+from service.errors import APIError, artifact_store_unavailable, bad_request
 from service.lookups import get_file
 from service.pagination import paginate
 from service.schemas import Deleted, FileObject, ListObject
@@ -74,7 +75,10 @@ def upload_file(db: DB, store: Artifacts, settings: SettingsDep, caller: CallerD
     except formats.DatasetError as err:
         raise _dataset_error(err) from None
     file_id = new_id("file")
-    key = store.save_file(file_id, data)
+    try:
+        key = store.save_file(file_id, data)
+    except ArtifactStoreUnavailable:
+        raise artifact_store_unavailable("the file was not stored") from None
     row = FileRow(id=file_id, project_id=caller.project_id, filename=_display_name(file.filename), purpose=purpose, bytes=len(data),
                   storage_key=key, format=parsed.format, num_examples=parsed.num_examples,
                   sha256=hashlib.sha256(data).hexdigest())
@@ -82,7 +86,10 @@ def upload_file(db: DB, store: Artifacts, settings: SettingsDep, caller: CallerD
     try:
         db.commit()
     except BaseException:
-        store.path(key).unlink(missing_ok=True)  # no orphan on disk when the row did not land
+        try:  # no orphan in the store when the row did not land
+            store.delete_file(key)
+        except ArtifactStoreUnavailable:
+            log.warning("file %s: its row did not land and its bytes stay in the bucket (orphan)", file_id)
         raise
     return FileObject.from_row(row)
 
@@ -107,7 +114,13 @@ def retrieve_file(db: DB, caller: CallerDep, file_id: str) -> FileObject:
             responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes"}})
 def file_content(db: DB, store: Artifacts, caller: CallerDep, file_id: str) -> FileResponse:
     row = get_file(db, caller.project_id, file_id)
-    return FileResponse(store.path(row.storage_key), media_type="application/octet-stream")
+    try:
+        path = store.local_file(row.storage_key)
+    except ArtifactStoreUnavailable:
+        raise artifact_store_unavailable("the file's bytes could not be fetched") from None
+    if not path.exists():
+        raise APIError(404, "The file's bytes are missing from the artifact store.", code="file_content_not_found")
+    return FileResponse(path, media_type="application/octet-stream")
 
 
 @router.delete("/{file_id}", response_model=Deleted)
@@ -121,7 +134,10 @@ def delete_file(db: DB, store: Artifacts, caller: CallerDep, file_id: str) -> De
                        param="file_id", code="file_in_use")
     db.delete(row)
     db.commit()
-    # Bytes go only after the row is gone: a crash in between leaves an orphan file, never a row
-    # that points at nothing.
-    store.path(row.storage_key).unlink(missing_ok=True)
+    # Bytes go only after the row is gone: a crash (or a bucket that fails) in between leaves an
+    # orphan file, never a row that points at nothing.
+    try:
+        store.delete_file(row.storage_key)
+    except ArtifactStoreUnavailable:
+        log.warning("file %s: deleted, but its bytes stay in the bucket (orphan)", file_id)
     return Deleted(id=file_id, object="file")

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import sse
-from service.artifacts import ArtifactStore
+from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.auth import CallerDep
 from service.deps import DB, Artifacts, SettingsDep
-from service.errors import APIError, bad_request, not_found
+from service.errors import APIError, artifact_store_unavailable, bad_request, not_found
 from service.lookups import get_job
 from service.pagination import paginate
 from service.schemas import Checkpoint, Event, ListObject, MetricPoint
@@ -99,12 +99,18 @@ def list_metrics(db: DB, caller: CallerDep, fine_tuning_job_id: str,
                             for r in rows], has_more=False)
 
 
-def _zip_response(store: ArtifactStore, key: str, filename: str) -> Response:
+def _zip_response(store: ArtifactStore, key: str, filename: str, published_as: str | None = None) -> Response:
+    """`key` zipped; `published_as`: the directory the worker published as one unit, when `key` is
+    part of it (a checkpoint's adapter), so it is fetched whole from the bucket first."""
     try:
+        if published_as is not None:
+            store.local_dir(published_as)
         data = store.zip_dir(key)
     except FileNotFoundError:
         raise APIError(404, "The adapter's files are missing from the artifact store.",
                        code="adapter_not_found") from None
+    except ArtifactStoreUnavailable:
+        raise artifact_store_unavailable("the adapter could not be fetched") from None
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -126,4 +132,5 @@ def download_checkpoint_adapter(db: DB, store: Artifacts, caller: CallerDep, fin
                                                  CheckpointRow.job_id == job.id))
     if ckpt is None:
         raise not_found("checkpoint", checkpoint_id, param="checkpoint_id")
-    return _zip_response(store, f"{ckpt.storage_key}/adapter", f"{job.id}-step-{ckpt.step_number}-adapter.zip")
+    return _zip_response(store, f"{ckpt.storage_key}/adapter", f"{job.id}-step-{ckpt.step_number}-adapter.zip",
+                         published_as=ckpt.storage_key)

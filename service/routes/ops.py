@@ -1,9 +1,10 @@
 """Operations endpoints, outside /v1 and without API keys (keep them on the internal network):
 
 - `/healthz`: the process answers.
-- `/readyz`: the database answers `SELECT 1` and the broker is reachable (Redis: PING; kombu's
-  SQLAlchemy transport: a connection to its database). 503 with the envelope naming the failing
-  dependency, so a load balancer stops routing to a replica that cannot work.
+- `/readyz`: the database answers `SELECT 1`, the broker is reachable (Redis: PING; kombu's
+  SQLAlchemy transport: a connection to its database) and, when one is configured, the artifact
+  bucket answers HEAD. 503 with the envelope naming the failing dependency, so a load balancer
+  stops routing to a replica that cannot work.
 - `/metrics`: Prometheus text format (written by hand: a few gauges need no client library).
 """
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import create_engine, func, select, text
 
-from service.deps import SettingsDep
+from service.deps import Artifacts, SettingsDep
 from service.errors import SERVER_ERROR, APIError
 from service.observability import BUCKETS, HTTP
 from service.settings import Settings
@@ -64,14 +65,17 @@ def _check_database(url: str) -> None:
 
 
 @router.get("/readyz")
-def readyz(settings: SettingsDep) -> dict[str, str]:
-    for name, check, url in (("database", _check_database, settings.database_url),
-                             ("broker", _check_broker, settings.broker_url)):
+def readyz(settings: SettingsDep, store: Artifacts) -> dict[str, str]:
+    checks = [("database", lambda: _check_database(settings.database_url)),
+              ("broker", lambda: _check_broker(settings.broker_url))]
+    if store.remote is not None:  # a local directory alone has nothing to be unreachable
+        checks.append(("artifact_store", store.check))
+    for name, check in checks:
         try:
-            check(url)
+            check()
         except Exception as err:
             log.warning("readiness: %s unreachable: %s", name, err)
-            raise APIError(503, f"Not ready: the {name} is unreachable ({type(err).__name__}).",
+            raise APIError(503, f"Not ready: the {name.replace('_', ' ')} is unreachable ({type(err).__name__}).",
                            type=SERVER_ERROR, param=name, code="dependency_unavailable") from None
     return {"status": "ready"}
 
