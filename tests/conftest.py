@@ -9,6 +9,10 @@ Fixtures (all session-scoped except `db`):
     postgres_url        one fresh database for the session (not migrated).
     migrated_db         postgres_url after `python -m service.migrate`; the URL.
     redis_url           RLHF_TEST_REDIS_URL, else a throwaway redis-server.
+    s3_server           a throwaway S3-compatible server (moto's), an infra.S3Server.
+    s3_settings         (per test) a fresh bucket on s3_server, as the RLHF_ARTIFACTS_S3_* settings
+                        dict; also puts dummy AWS credentials in this process's environment, which
+                        service_env passes on to every API and worker started by the test.
     service_settings    dict of RLHF_ settings shared by every service process of the session:
                         database_url, broker_url, artifacts_dir, queue (unique per session, so a
                         shared Redis never hands our tasks to someone else's worker).
@@ -87,6 +91,23 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[infra.S3Server]:
+    server = infra.S3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server: infra.S3Server, monkeypatch: pytest.MonkeyPatch) -> dict:
+    for name, value in infra.S3_TEST_ENV.items():
+        monkeypatch.setenv(name, value)
+    return {"artifacts_s3_bucket": s3_server.create_bucket(), "artifacts_s3_prefix": "team-a/rlhf",
+            "artifacts_s3_endpoint_url": s3_server.url, "artifacts_s3_region": infra.S3_TEST_ENV["AWS_DEFAULT_REGION"]}
 
 
 @pytest.fixture(scope="session")

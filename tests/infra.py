@@ -1,4 +1,5 @@
-"""Real servers for the tests: PostgreSQL, Redis and the API itself, as child processes.
+"""Real servers for the tests: PostgreSQL, Redis, an S3-compatible store (moto's server) and the
+API itself, as child processes.
 
 Used by tests/conftest.py's fixtures; usable on its own too. Every process started here is
 stopped by the object that started it. Nothing here touches a database it did not create.
@@ -195,6 +196,51 @@ def _redis_ping(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
         s.sendall(b"PING\r\n")
         return s.recv(16).startswith(b"+PONG")
+
+
+# ---- S3 (moto's standalone server) ---------------------------------------------------------------
+
+# moto accepts any credentials; boto3 still wants some, from the same chain as in production.
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "test-access-key", "AWS_SECRET_ACCESS_KEY": "test-secret-never-logged",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class S3Server:
+    """`python -m moto.server`: a real S3-compatible HTTP server, state in memory, on a free port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "S3Server":
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: httpx.get(self.url, timeout=1).status_code < 500, 30, "moto s3 server", self.proc)
+        return self
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name=S3_TEST_ENV["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=S3_TEST_ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=S3_TEST_ENV["AWS_SECRET_ACCESS_KEY"])
+
+    def create_bucket(self) -> str:
+        name = f"rlhf-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> set[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {obj["Key"] for page in pages for obj in page.get("Contents", [])}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
 
 
 # ---- the API -------------------------------------------------------------------------------------

@@ -206,18 +206,19 @@ class Stack:
 
 @pytest.fixture
 def make_stack(request, make_database, redis_url, model_cache_dir, tmp_path) -> Iterator[Callable[..., Stack]]:
-    """make_stack(postgres=None|PostgresServer, redis=None|RedisServer, **worker settings) -> Stack."""
+    """make_stack(postgres=None|PostgresServer, redis=None|RedisServer, shared={settings of the API and
+    every worker}, **worker settings) -> Stack."""
     stacks: list[Stack] = []
 
     def make(postgres: infra.PostgresServer | None = None, redis: infra.RedisServer | None = None,
-             lease_seconds: int = 5, max_attempts: int = 3, **worker_settings) -> Stack:
+             lease_seconds: int = 5, max_attempts: int = 3, shared: dict | None = None, **worker_settings) -> Stack:
         database_url = infra.create_database(postgres.admin_url) if postgres else make_database()
         infra.run_migrations(database_url)
         n = len(stacks)
         settings = {"database_url": database_url, "broker_url": redis.url if redis else redis_url,
                     "artifacts_dir": str(tmp_path / f"artifacts-{n}"),
                     "queue": f"rlhf-fail-{uuid.uuid4().hex[:8]}",
-                    "lease_seconds": lease_seconds, "max_attempts": max_attempts}
+                    "lease_seconds": lease_seconds, "max_attempts": max_attempts, **(shared or {})}
         log_dir = tmp_path / f"logs-{n}"
         log_dir.mkdir()
         stacks.append(Stack(settings, {"model_cache_dir": model_cache_dir, **worker_settings}, log_dir))
