@@ -116,6 +116,9 @@ class ArtifactStore:
     def adapter_key(self, job_id: str) -> str:
         return f"{self.job_key(job_id)}/adapter"
 
+    def merged_key(self, job_id: str) -> str:
+        return f"{self.job_key(job_id)}/merged"
+
     def zip_dir(self, key: str) -> bytes:
         """A directory as a zip archive (flat: the files sit at the archive's root)."""
         base = self.local_dir(key)

@@ -67,6 +67,10 @@ def resolve(body: JobCreate, db: Session, registry: ModelRegistry, project_id: s
         raise bad_request(f"Model {body.model!r} is a {entry.kind}, not a model that can be fine-tuned.",
                           param="model", code="model_not_available")
     method = _method(body)
+    if body.export_merged and method.type == "reward_model":
+        raise bad_request("export_merged is for generative models; a reward model's adapter includes its score "
+                          "head and is downloaded from .../adapter.", param="export_merged",
+                          code="invalid_value")
     training = _file(db, project_id, body.training_file, "training_file", method)
     validation = (_file(db, project_id, body.validation_file, "validation_file", method)
                   if body.validation_file else None)

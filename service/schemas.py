@@ -82,6 +82,9 @@ class JobCreate(BaseModel):
     hyperparameters: SupervisedHyperparameters | None = None
     # Accepted for client compatibility; no integration is implemented, so only "none" is valid.
     integrations: list[Any] | None = None
+    # Extension: also produce the base model with the LoRA update merged in (a plain transformers
+    # directory, GET .../merged_model), for serving stacks that take no adapters.
+    export_merged: bool = False
 
     @field_validator("suffix")
     @classmethod
@@ -148,6 +151,7 @@ class FineTuningJob(BaseModel):
     steps_completed: int = 0
     total_steps: int | None = None
     result: dict[str, Any] | None = None
+    export_merged: bool = False
 
     @classmethod
     def from_row(cls, row: JobRow) -> "FineTuningJob":
@@ -164,6 +168,7 @@ class FineTuningJob(BaseModel):
             training_file=row.training_file, validation_file=row.validation_file,
             metadata=row.metadata_, method=method.public_dict(), suffix=row.suffix,
             steps_completed=row.steps_completed or 0, total_steps=row.total_steps, result=row.result,
+            export_merged=bool(row.export_merged),
             estimated_finish=estimate_finish(row.status, row.started_at, row.steps_completed or 0,
                                              row.total_steps, now()))
 

@@ -268,10 +268,34 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
     except ArtifactStoreUnavailable as err:
         _fail(db, job_id, owner, "artifact_store_unavailable", f"the adapter could not be stored: {err}")
         return
+    if job.export_merged and not _export_merged(db, store, job, owner, settings):
+        return
     _finish(db, job_id, owner, ("The job has successfully completed", "info",
                                 {"steps": result.steps, "trained_tokens": result.trained_tokens}),
             status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
             trained_tokens=result.trained_tokens, result=result.summary)
+
+
+def _export_merged(db: str, store: ArtifactStore, job: JobRow, owner: str, settings) -> bool:
+    """The base weights with the final adapter folded in, as the job asked; False if the job failed."""
+    from rlhf_engine.export import merge_adapter_dir
+    from rlhf_engine.models import loading
+
+    add_event(db, job.id, "Merging the adapter into the base weights")
+    try:
+        base_dir = loading.materialise(ModelRegistry.load(settings.model_registry).get(job.model),
+                                       settings.model_cache_dir)
+        merge_adapter_dir(base_dir, store.path(store.adapter_key(job.id)), store.path(store.merged_key(job.id)))
+        store.publish_dir(store.merged_key(job.id))
+    except ArtifactStoreUnavailable as err:
+        _fail(db, job.id, owner, "artifact_store_unavailable", f"the merged weights could not be stored: {err}")
+        return False
+    except Exception as err:
+        log.exception("job %s: merging failed", job.id)
+        _fail(db, job.id, owner, "export_error", f"merging the adapter into the base weights failed: "
+                                                 f"{type(err).__name__}: {err}")
+        return False
+    return True
 
 
 def _reward_job_dir(db: str, store: ArtifactStore, project_id: str, job_id: str) -> Path:

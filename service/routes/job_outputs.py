@@ -134,3 +134,22 @@ def download_checkpoint_adapter(db: DB, store: Artifacts, caller: CallerDep, fin
         raise not_found("checkpoint", checkpoint_id, param="checkpoint_id")
     return _zip_response(store, f"{ckpt.storage_key}/adapter", f"{job.id}-step-{ckpt.step_number}-adapter.zip",
                          published_as=ckpt.storage_key)
+
+
+_MERGED_ZIP = {200: {"content": {"application/zip": {}},
+                     "description": "transformers model directory (safetensors, config, tokenizer)"}}
+
+
+@router.get("/merged_model", response_class=Response, responses=_MERGED_ZIP)
+def download_merged_model(db: DB, store: Artifacts, caller: CallerDep, fine_tuning_job_id: str) -> Response:
+    """The base weights with the final LoRA update folded in, for jobs created with `export_merged`."""
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
+    if not job.export_merged:
+        raise APIError(404, f"Job {job.id!r} was not created with export_merged=true, so it has no merged "
+                            "weights; its adapter is at .../adapter.", param="fine_tuning_job_id",
+                       code="merged_model_not_requested")
+    if job.status != SUCCEEDED:
+        raise APIError(409, f"Job {job.id!r} is {job.status}; the merged weights exist once it has succeeded.",
+                       param="fine_tuning_job_id", code="merged_model_not_ready")
+    key = store.merged_key(job.id)
+    return _zip_response(store, key, f"{job.id}-merged.zip", published_as=key)

@@ -79,7 +79,7 @@ def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep,
                  validation_file=resolved.validation_file.id if resolved.validation_file else None,
                  status=VALIDATING, method=resolved.method.public_dict(), seed=resolved.seed,
                  suffix=body.suffix, metadata_=body.metadata, idempotency_key=idempotency_key,
-                 request_hash=digest)
+                 request_hash=digest, export_merged=body.export_merged)
     db.add(job)
     try:
         db.flush()  # the job row must exist before events reference it
