@@ -42,10 +42,16 @@ def get_engine(url: str) -> Engine:
                          connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
-@lru_cache
 def session_factory(url: str) -> sessionmaker[Session]:
-    # One factory per URL: building a sessionmaker per request costs more than the query it serves.
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    return _sessionmaker_for(get_engine(url))
+
+
+@lru_cache
+def _sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
+    # One factory per engine: building one per request costs more than the query it serves (the
+    # API's hot path). Keyed by the engine, not the URL, so that a forked worker child, which drops
+    # the parent's engine (worker/celery_app.py), never gets a factory bound to the parent's pool.
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @contextmanager
