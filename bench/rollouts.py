@@ -43,47 +43,32 @@ sys.path.insert(0, str(REPO))
 from rlhf_engine.rollout.backend import Completion, HFBackend  # noqa: E402
 
 
-class PlainLoop:
-    """One `model.generate` call per prompt (batch size 1)."""
+class HFGenerate:
+    """transformers' `model.generate`: one call per prompt (`per_dialogue`, the plain loop) or one
+    call over all prompts of a turn, left-padded."""
 
-    def __init__(self, model, pad_id: int):
-        self.model, self.pad_id = model, pad_id
-
-    @torch.no_grad()
-    def generate(self, prompts_token_ids, *, max_new_tokens, temperature=1.0, top_p=1.0, stop_token_ids=(),
-                 seed=0) -> list[Completion]:
-        torch.manual_seed(seed)
-        stops = set(stop_token_ids)
-        out = []
-        for prompt in prompts_token_ids:
-            ids = torch.tensor([prompt])
-            seq = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                      temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                                      eos_token_id=list(stop_token_ids), pad_token_id=self.pad_id)
-            out.append(_completion(seq[0, len(prompt):].tolist(), stops))
-        return out
-
-
-class HFBatched:
-    """One `model.generate` call over all prompts of a turn, left-padded."""
-
-    def __init__(self, model, pad_id: int):
-        self.model, self.pad_id = model, pad_id
+    def __init__(self, model, pad_id: int, *, per_dialogue: bool):
+        self.model, self.pad_id, self.per_dialogue = model, pad_id, per_dialogue
 
     @torch.no_grad()
     def generate(self, prompts_token_ids, *, max_new_tokens, temperature=1.0, top_p=1.0, stop_token_ids=(),
                  seed=0) -> list[Completion]:
         torch.manual_seed(seed)
-        width = max(len(p) for p in prompts_token_ids)
-        ids = torch.full((len(prompts_token_ids), width), self.pad_id, dtype=torch.long)
+        groups = [[p] for p in prompts_token_ids] if self.per_dialogue else [prompts_token_ids]
+        return [c for group in groups
+                for c in self._generate(group, max_new_tokens, temperature, top_p, list(stop_token_ids))]
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_p, stops) -> list[Completion]:
+        width = max(len(p) for p in prompts)  # one prompt: no padding at all
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts_token_ids):
+        for i, p in enumerate(prompts):
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
         seq = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                                  eos_token_id=list(stop_token_ids), pad_token_id=self.pad_id)
-        return [_completion(row.tolist(), set(stop_token_ids)) for row in seq[:, width:]]
+                                  top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, eos_token_id=stops,
+                                  pad_token_id=self.pad_id)
+        return [_completion(row.tolist(), set(stops)) for row in seq[:, width:]]
 
 
 def _completion(new_ids: list[int], stops: set[int]) -> Completion:
@@ -140,8 +125,8 @@ def main() -> int:
     seeds = seeds_from_examples(load_jsonl(TRAIN_FILE).examples)[: args.dialogues]
     sampling = Sampling(args.max_new_tokens, args.temperature, args.top_p, tuple(stop_ids(tok)))
     backends = {"engine": lambda: HFBackend(model, tok.pad_token_id),
-                "plain_loop": lambda: PlainLoop(model, tok.pad_token_id),
-                "hf_batched": lambda: HFBatched(model, tok.pad_token_id)}
+                "plain_loop": lambda: HFGenerate(model, tok.pad_token_id, per_dialogue=True),
+                "hf_batched": lambda: HFGenerate(model, tok.pad_token_id, per_dialogue=False)}
     sides = [s for s in args.sides.split(",") if s]
     collections = {
         "refuel": lambda roller, rep: collect_refuel(roller, seeds, num_turns=args.turns, seed=rep),

@@ -41,7 +41,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # under load those waits dominate the latency tail. 0.5 ms bounds them (bench/README.md).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     # Everything built so far (modules, schemas, the ORM mapping) lives as long as the process.
-    # Freezing it keeps the cyclic GC from rescanning it: full collections took 50-100 ms here.
+    # Freezing it keeps the cyclic GC from rescanning it: full collections took 45-100 ms here.
     gc.freeze()
     sse.install_shutdown_hook()  # live event streams end when uvicorn is told to stop
     log.info("API ready")

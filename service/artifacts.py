@@ -34,9 +34,12 @@ class ArtifactStore:
         self.remote = remote
 
     @classmethod
+    def at(cls, root: str | Path, location: S3Location | None) -> ArtifactStore:
+        return cls(root, S3Mirror(location) if location else None)
+
+    @classmethod
     def from_settings(cls, settings) -> ArtifactStore:
-        location = S3Location.from_settings(settings)
-        return cls(settings.artifacts_dir, S3Mirror(location) if location else None)
+        return cls.at(settings.artifacts_dir, S3Location.from_settings(settings))
 
     def path(self, key: str) -> Path:
         """The absolute path of a storage key; refuses anything that leaves the root."""

@@ -60,10 +60,10 @@ def _find_key(db: Session, secret: str) -> ApiKeyRow | None:
     return row if row is not None and hmac.compare_digest(row.key_hash, digest) else None
 
 
-# Databases (by URL) known to hold a key. Keys are never deleted, so once true it stays true and
-# the check costs no query; while the API runs open it is asked every time, so the first key
+# Databases (their engines) known to hold a key. Keys are never deleted, so once true it stays true
+# and the check costs no query; while the API runs open it is asked every time, so the first key
 # created locks the API at once.
-_locked_databases: set[str] = set()
+_locked_databases: set[object] = set()
 
 
 def auth_enabled(db: Session, required: bool) -> bool:
@@ -71,7 +71,7 @@ def auth_enabled(db: Session, required: bool) -> bool:
     # not silently reopen it to everyone as project "default".
     if required:
         return True
-    database = db.get_bind().url.render_as_string(hide_password=False)
+    database = db.get_bind()
     if database in _locked_databases:
         return True
     if db.scalar(select(ApiKeyRow.id).limit(1)) is None:

@@ -12,7 +12,7 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from rlhf_engine.model_registry import ModelRegistry
-from service.artifact_s3 import S3Location, S3Mirror
+from service.artifact_s3 import S3Location
 from service.artifacts import ArtifactStore
 from service.settings import Settings, get_settings
 from service.store.session import session_scope
@@ -37,7 +37,7 @@ def db_session(settings: Annotated[Settings, Depends(settings_dep)]) -> Iterator
 @lru_cache
 def _artifacts(root: Path, s3: S3Location | None) -> ArtifactStore:
     # One store per process and configuration: it holds the (lazily built) S3 client.
-    return ArtifactStore(root, S3Mirror(s3) if s3 else None)
+    return ArtifactStore.at(root, s3)
 
 
 async def artifacts_dep(settings: Annotated[Settings, Depends(settings_dep)]) -> ArtifactStore:

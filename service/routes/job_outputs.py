@@ -107,10 +107,10 @@ def _zip_response(store: ArtifactStore, key: str, filename: str, published_as: s
             store.local_dir(published_as)
         data = store.zip_dir(key)
     except FileNotFoundError:
-        raise APIError(404, "The adapter's files are missing from the artifact store.",
+        raise APIError(404, "The archive's files are missing from the artifact store.",
                        code="adapter_not_found") from None
     except ArtifactStoreUnavailable:
-        raise artifact_store_unavailable("the adapter could not be fetched") from None
+        raise artifact_store_unavailable("the archive's files could not be fetched") from None
     return Response(data, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -151,5 +151,4 @@ def download_merged_model(db: DB, store: Artifacts, caller: CallerDep, fine_tuni
     if job.status != SUCCEEDED:
         raise APIError(409, f"Job {job.id!r} is {job.status}; the merged weights exist once it has succeeded.",
                        param="fine_tuning_job_id", code="merged_model_not_ready")
-    key = store.merged_key(job.id)
-    return _zip_response(store, key, f"{job.id}-merged.zip", published_as=key)
+    return _zip_response(store, store.merged_key(job.id), f"{job.id}-merged.zip")
