@@ -1,33 +1,33 @@
-"""Per-project quotas the worker enforces: how many jobs of one project may run at once.
+"""Per-project quota: how many jobs of one project may run at once (RLHF_MAX_CONCURRENT_JOBS_PER_PROJECT).
 
-The API still accepts and enqueues every job; a worker that receives a job whose project is at
-its limit leaves it `queued` and requeues the message with a delay (worker/tasks.py). Pure: one
-COUNT on the session it is given, no side effects.
+The API accepts and enqueues every job. The limit is enforced where a job starts: the worker's
+lease UPDATE (worker/lease.py) only turns a job `running` while `has_room(limit)` holds, and a job
+refused for that stays `queued` and is retried later. Two workers starting two jobs of one project
+at the same moment must not both pass the check, so on Postgres the starting transaction first
+takes a per-project advisory lock (`serialize_starts`): the second transaction waits for the first
+to commit and its UPDATE then counts the first job as running. SQLite needs no lock: it runs one
+writing statement at a time, and the check is part of that statement.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy.orm import Session, aliased
 
 from service.store.models import RUNNING, JobRow
 
 
-def running_jobs(session: Session, project_id: str, *, exclude_job_id: str | None = None) -> int:
-    stmt = select(func.count()).select_from(JobRow).where(JobRow.project_id == project_id,
-                                                          JobRow.status == RUNNING)
-    if exclude_job_id is not None:
-        stmt = stmt.where(JobRow.id != exclude_job_id)
-    return session.scalar(stmt) or 0
+def has_room(limit: int) -> ColumnElement[bool]:
+    """A WHERE clause for an UPDATE of one JobRow: fewer than `limit` *other* jobs of the same
+    project are running (a job resumed after a lost worker does not count against itself)."""
+    other = aliased(JobRow)
+    others_running = (select(func.count()).select_from(other)
+                      .where(other.project_id == JobRow.project_id, other.status == RUNNING, other.id != JobRow.id)
+                      .correlate(JobRow).scalar_subquery())
+    return others_running < limit
 
 
-def project_has_capacity(session: Session, project_id: str, limit: int, *,
-                         exclude_job_id: str | None = None) -> bool:
-    """True when the project runs fewer than `limit` jobs (`limit` <= 0: no limit).
-
-    `exclude_job_id`: the job about to start, so a job resumed while still marked `running`
-    (after a lost worker) does not count against itself.
-    """
-    if limit <= 0:
-        return True
-    return running_jobs(session, project_id, exclude_job_id=exclude_job_id) < limit
+def serialize_starts(session: Session, project_id: str) -> None:
+    """Make concurrent job starts of one project take turns, until this transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"rlhf-project:{project_id}"})

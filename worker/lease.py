@@ -18,8 +18,9 @@ import socket
 import threading
 import time
 
-from sqlalchemy import or_, update
+from sqlalchemy import func, or_, select, update
 
+from service import quotas
 from service.store.models import QUEUED, RUNNING, EventRow, JobRow, new_id, now
 from service.store.session import session_scope
 
@@ -38,24 +39,37 @@ def owner_pid(owner: str | None) -> int | None:
         return None
 
 
-def acquire(db_url: str, job_id: str, owner: str, ttl: float) -> bool:
-    """Take the lease of a queued job.
+ACQUIRED, TAKEN, PROJECT_FULL = "acquired", "taken", "project_full"
+
+
+def acquire(db_url: str, job_id: str, owner: str, ttl: float, *, max_running: int = 0) -> str:
+    """Take the lease of a queued job: ACQUIRED, TAKEN (not queued, or leased by another worker)
+    or PROJECT_FULL (its project already runs `max_running` jobs; 0 = no limit; service/quotas.py).
 
     Only `queued`: a `running` job whose lease expired had its worker die, and only the reaper may
     hand it on, because the reaper counts lost workers (a redelivered message that arrives after
     the lease lapsed must not start an attempt the count never sees).
     """
     t = time.time()
+    free = (JobRow.id == job_id) & (JobRow.status == QUEUED) & or_(JobRow.lease_owner.is_(None),
+                                                                   JobRow.lease_expires_at < t)
     with session_scope(db_url) as s:
+        if max_running > 0:
+            project_id = s.scalar(select(JobRow.project_id).where(JobRow.id == job_id))
+            if project_id is None:
+                return TAKEN
+            quotas.serialize_starts(s, project_id)
         result = s.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.status == QUEUED,
-                   or_(JobRow.lease_owner.is_(None), JobRow.lease_expires_at < t))
+            .where(free, *([quotas.has_room(max_running)] if max_running > 0 else []))
             .values(lease_owner=owner, lease_expires_at=t + ttl, status=RUNNING, attempts=JobRow.attempts + 1)
         )
         if result.rowcount == 1:
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.started_at.is_(None)).values(started_at=now()))
-        return result.rowcount == 1
+            return ACQUIRED
+        if max_running > 0 and s.scalar(select(func.count()).select_from(JobRow).where(free)):
+            return PROJECT_FULL
+        return TAKEN
 
 
 def renew(db_url: str, job_id: str, owner: str, ttl: float) -> bool:

@@ -18,6 +18,7 @@ lease. How a run can end:
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from pathlib import Path
 
@@ -42,7 +43,6 @@ from worker.reporter import DbReporter, add_event
 log = logging.getLogger(__name__)
 
 PAUSED = getattr(models, "PAUSED", "paused")
-QUOTA_RETRY_SECONDS = 15
 
 
 def fine_tuned_model_name(job: JobRow) -> str:
@@ -53,48 +53,51 @@ class MissingInput(Exception):
     """A file the job names is gone (deleted after the job was created)."""
 
 
-def _read_status(db: str, job_id: str) -> tuple[str | None, str | None]:
+def _read_status(db: str, job_id: str) -> str | None:
     def read():
         with session_scope(db) as s:
-            row = s.execute(select(JobRow.status, JobRow.project_id).where(JobRow.id == job_id)).first()
-            return (row[0], row[1]) if row else (None, None)
+            return s.scalar(select(JobRow.status).where(JobRow.id == job_id))
 
     return with_retry(read, "read the job's status")
 
 
-def _at_capacity(db: str, job_id: str, project_id: str | None) -> bool:
-    """The project's concurrent-job limit (service/quotas.py; RLHF_MAX_CONCURRENT_JOBS_PER_PROJECT)."""
-    try:
-        from service.quotas import project_has_capacity
-    except ImportError:  # an older service package: no quotas
-        return False
-    limit = getattr(get_settings(), "max_concurrent_jobs_per_project", 0)
+def _hold_for_quota(db: str, job_id: str, limit: int, retry_seconds: float) -> None:
+    """The job's project is at its limit: the job stays `queued` and a delayed copy of this message
+    takes its place (recorded as the job's latest send, so the reaper's lost-message check does not
+    add a second copy). The first time, an event tells its owner why it waits."""
+    run_job.apply_async(args=[job_id], countdown=retry_seconds)
+    message = f"Waiting: the project already runs its limit of {limit} concurrent job(s)"
 
-    def check():
+    def write():
         with session_scope(db) as s:
-            return not project_has_capacity(s, project_id or "default", limit, exclude_job_id=job_id)
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=time.time()))
+            if not s.scalar(select(EventRow.id).where(EventRow.job_id == job_id, EventRow.message == message).limit(1)):
+                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="info", message=message))
 
-    return with_retry(check, "check the project's quota")
+    with_retry(write, "note the quota wait")
 
 
 @app.task(name="worker.run_job")
 def run_job(job_id: str) -> None:
     settings = get_settings()
     db = settings.database_url
-    status, project_id = _read_status(db, job_id)
+    status = _read_status(db, job_id)
     if status is None or status in TERMINAL or status == PAUSED:
         log.info("skipping job %s (status %s)", job_id, status)
         return
     if status not in (QUEUED, RUNNING):
         log.warning("job %s is %s, not queued; not starting it", job_id, status)
         return
-    if status == QUEUED and _at_capacity(db, job_id, project_id):
-        # Stays `queued`; this message is acknowledged and a delayed copy takes its place.
-        log.info("job %s: its project is at its concurrent-job limit; retrying in %ss", job_id, QUOTA_RETRY_SECONDS)
-        run_job.apply_async(args=[job_id], countdown=QUOTA_RETRY_SECONDS)
-        return
     owner = lease.owner_id()
-    if not with_retry(lambda: lease.acquire(db, job_id, owner, settings.lease_seconds), "take the job's lease"):
+    limit = settings.max_concurrent_jobs_per_project
+    outcome = with_retry(lambda: lease.acquire(db, job_id, owner, settings.lease_seconds, max_running=limit),
+                         "take the job's lease")
+    if outcome == lease.PROJECT_FULL:
+        log.info("job %s: its project runs %s job(s), its limit; retrying in %ss", job_id, limit,
+                 settings.quota_retry_seconds)
+        _hold_for_quota(db, job_id, limit, settings.quota_retry_seconds)
+        return
+    if outcome != lease.ACQUIRED:
         log.warning("job %s is leased by another worker (or no longer queued); not starting it twice", job_id)
         return
     heartbeat = lease.Heartbeat(db, job_id, owner, settings.lease_seconds)

@@ -93,7 +93,7 @@ class Stack:
         self.api = infra.ApiServer(log_dir, **settings).start()
         self.client = httpx.Client(base_url=self.api.url, timeout=30)
         self.workers: list[Worker] = []
-        self._file_id: str | None = None
+        self._file_ids: dict[int, str] = {}
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -114,21 +114,25 @@ class Stack:
 
     # -- the API ---------------------------------------------------------------------------------
 
-    def file_id(self) -> str:
-        if self._file_id is None:
-            response = self.client.post("/v1/files", files={"file": ("prefs.jsonl", DATASET, "application/jsonl")},
-                                        data={"purpose": "fine-tune"})
+    def file_id(self, client: httpx.Client | None = None) -> str:
+        """The 8-pair dataset, uploaded once per client (a client with an API key is a project)."""
+        client = client or self.client
+        if id(client) not in self._file_ids:
+            response = client.post("/v1/files", files={"file": ("prefs.jsonl", DATASET, "application/jsonl")},
+                                   data={"purpose": "fine-tune"})
             assert response.status_code == 200, response.text
-            self._file_id = response.json()["id"]
-        return self._file_id
+            self._file_ids[id(client)] = response.json()["id"]
+        return self._file_ids[id(client)]
 
-    def create_job(self, n_epochs: int = 8, checkpoint_interval: int = 4, **hyperparameters) -> str:
+    def create_job(self, n_epochs: int = 8, checkpoint_interval: int = 4, client: httpx.Client | None = None,
+                   **hyperparameters) -> str:
         """8 examples, batch 2: 4 steps per epoch, so n_epochs * 4 steps of ~0.3 s each."""
-        body = {"model": "tiny-random-llama", "training_file": self.file_id(), "seed": 7,
+        client = client or self.client
+        body = {"model": "tiny-random-llama", "training_file": self.file_id(client), "seed": 7,
                 "method": {"type": "dpo", "dpo": {"hyperparameters": {
                     "n_epochs": n_epochs, "batch_size": 2, "learning_rate_multiplier": 10,
                     "checkpoint_interval": checkpoint_interval, **hyperparameters}}}}
-        response = self.client.post("/v1/fine_tuning/jobs", json=body)
+        response = client.post("/v1/fine_tuning/jobs", json=body)
         assert response.status_code == 200, response.text
         return response.json()["id"]
 
@@ -160,7 +164,8 @@ class Stack:
         with session_scope(self.settings["database_url"]) as s:
             job = s.scalar(select(JobRow).where(JobRow.id == job_id))
             return {c: getattr(job, c) for c in ("status", "attempts", "lease_owner", "lease_expires_at", "sent_at",
-                                                 "steps_completed", "total_steps", "error")}
+                                                 "steps_completed", "total_steps", "error", "started_at",
+                                                 "finished_at")}
 
     def set_status(self, job_id: str, status: str) -> None:
         from sqlalchemy import update

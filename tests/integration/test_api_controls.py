@@ -9,7 +9,6 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from service import quotas
 from service.store.models import JobRow, MetricRow, new_id
 from tests.integration.helpers import assert_envelope, dpo_body
 
@@ -105,20 +104,3 @@ def test_metrics_range_kind_and_downsampling(client, file_id, idle_db):
     assert [(m["step"], m["kind"]) for m in both] == [(1, "train"), (50, "eval"), (100, "eval"), (100, "train")]
     assert client.get(url, params={"kind": "nope"}).json()["data"] == []
     assert_envelope(client.get(url, params={"max_points": 0}), 400, param="max_points")
-
-
-def test_project_has_capacity(idle_db):
-    """The check a worker makes before starting a job (service.quotas.project_has_capacity)."""
-    project = new_id("proj")
-    rows = [JobRow(id=new_id("ftjob"), project_id=project, model="m", training_file="f", status=s, method={},
-                   seed=0) for s in ("running", "running", "queued", "paused")]
-    idle_db.add_all(rows)
-    idle_db.add(JobRow(id=new_id("ftjob"), project_id=new_id("other"), model="m", training_file="f",
-                       status="running", method={}, seed=0))
-    idle_db.commit()
-    assert quotas.running_jobs(idle_db, project) == 2  # only `running` counts, only this project's
-    assert quotas.project_has_capacity(idle_db, project, 3)
-    assert not quotas.project_has_capacity(idle_db, project, 2)
-    assert quotas.project_has_capacity(idle_db, project, 2, exclude_job_id=rows[0].id)
-    assert quotas.project_has_capacity(idle_db, project, 0)  # 0: no limit
-    assert quotas.project_has_capacity(idle_db, new_id("empty"), 1)

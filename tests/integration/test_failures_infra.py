@@ -1,7 +1,11 @@
 """The broker and the database restarted under a running job, each on a dedicated server so the
-rest of the suite is unaffected. The job finishes, exactly once, with every step recorded once."""
+rest of the suite is unaffected. The job finishes, exactly once, with every step recorded once:
+in the same attempt after a short outage, resumed from its last checkpoint after a long one."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 
@@ -40,11 +44,38 @@ def test_postgres_restart_mid_job(make_stack, own_postgres):
     # attempt, every step's metrics exactly once, every checkpoint row backed by its files.
     assert_ran_cleanly(stack, job_id, 32)
     assert stack.row(job_id)["attempts"] == 1
-    from pathlib import Path
-
     root = Path(stack.settings["artifacts_dir"])
     for checkpoint in stack.checkpoints(job_id):
         assert list(root.glob(f"jobs/{job_id}/checkpoints/step-{checkpoint['step_number']:06d}/state.pt"))
     assert worker.alive()
     following = stack.create_job(n_epochs=1)
     assert stack.wait_final(following)["status"] == "succeeded", stack.logs()
+
+
+def test_postgres_down_longer_than_the_retry_budget(make_stack, own_postgres):
+    """Past RLHF_DB_RETRY_SECONDS the run stops without a verdict (it could not write one). Once the
+    database is back, the reaper finds the lapsed lease and requeues the job, which resumes from
+    its last checkpoint: every step recorded once, one final adapter, no row without its files."""
+    stack = make_stack(postgres=own_postgres, lease_seconds=4, db_retry_seconds=1)
+    worker = stack.start_worker()
+    job_id = stack.create_job(n_epochs=8)  # 32 steps, a checkpoint every 4
+    stack.wait_row(job_id, lambda r: r["steps_completed"] >= 6, what="step 6")
+    assert stack.checkpoints(job_id), "a checkpoint to resume from"
+
+    own_postgres.halt()
+    time.sleep(8)  # well past the 1 s retry budget and the 4 s lease
+    own_postgres.start()
+
+    stack.wait_final(job_id)
+    assert_ran_cleanly(stack, job_id, 32)
+    row = stack.row(job_id)
+    assert row["attempts"] == 2 and row["error"] is None, row
+    assert "database unavailable; leaving it to be resumed" in worker.log(tail=10**6)
+    messages = stack.messages(job_id)
+    assert sum(m.startswith("Worker lost (1 of 3)") for m in messages) == 1, messages
+    resumed = [m for m in messages if m.startswith("Resuming from checkpoint at step")]
+    assert len(resumed) == 1 and resumed[0].endswith("(attempt 2)"), messages
+    root = Path(stack.settings["artifacts_dir"])
+    for checkpoint in stack.checkpoints(job_id):
+        assert (root / f"jobs/{job_id}/checkpoints/step-{checkpoint['step_number']:06d}/state.pt").exists()
+    assert worker.alive()
