@@ -15,13 +15,13 @@ there (`save_file`, `publish_dir`), and a read that finds no local copy fetches 
 
 from __future__ import annotations
 
-import io
 import os
 import re
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from service.artifact_s3 import ArtifactStoreUnavailable, S3Location, S3Mirror
+from service.ziparchive import stream_zip
 
 __all__ = ["ArtifactStore", "ArtifactStoreUnavailable"]
 
@@ -122,14 +122,10 @@ class ArtifactStore:
     def merged_key(self, job_id: str) -> str:
         return f"{self.job_key(job_id)}/merged"
 
-    def zip_dir(self, key: str) -> bytes:
-        """A directory as a zip archive (flat: the files sit at the archive's root)."""
+    def zip_stream(self, key: str) -> Iterator[bytes]:
+        """A directory as a zip archive (files at the archive's root), in chunks. The directory is
+        fetched and checked now, so a missing one raises here rather than mid-download."""
         base = self.local_dir(key)
         if not base.is_dir():
             raise FileNotFoundError(key)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(base.rglob("*")):
-                if f.is_file():
-                    zf.write(f, f.relative_to(base).as_posix())
-        return buf.getvalue()
+        return stream_zip(base)

@@ -99,20 +99,21 @@ def list_metrics(db: DB, caller: CallerDep, fine_tuning_job_id: str,
                             for r in rows], has_more=False)
 
 
-def _zip_response(store: ArtifactStore, key: str, filename: str, published_as: str | None = None) -> Response:
+def _zip_response(store: ArtifactStore, key: str, filename: str,
+                  published_as: str | None = None) -> StreamingResponse:
     """`key` zipped; `published_as`: the directory the worker published as one unit, when `key` is
     part of it (a checkpoint's adapter), so it is fetched whole from the bucket first."""
     try:
         if published_as is not None:
             store.local_dir(published_as)
-        data = store.zip_dir(key)
+        chunks = store.zip_stream(key)
     except FileNotFoundError:
         raise APIError(404, "The archive's files are missing from the artifact store.",
                        code="adapter_not_found") from None
     except ArtifactStoreUnavailable:
         raise artifact_store_unavailable("the archive's files could not be fetched") from None
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(chunks, media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/adapter", response_class=Response, responses=_ZIP)

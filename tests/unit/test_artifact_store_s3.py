@@ -66,7 +66,7 @@ def test_a_directory_is_published_whole_and_fetched_whole(machines, s3_server):
         "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "state.pt"]  # no manifest locally
     assert (fetched / "state.pt").read_bytes() == b"optimizer state"
     assert [p.name for p in fetched.parent.iterdir()] == ["step-000004"]  # no temp directory left behind
-    archive = zipfile.ZipFile(BytesIO(api.zip_dir(f"{key}/adapter")))
+    archive = zipfile.ZipFile(BytesIO(b"".join(api.zip_stream(f"{key}/adapter"))))
     assert sorted(archive.namelist()) == ["adapter_config.json", "adapter_model.safetensors"]
 
 
@@ -81,7 +81,7 @@ def test_a_directory_without_its_manifest_is_never_fetched(machines):
     assert not api.remote.has_dir(key)
     assert not api.local_dir(key).exists()
     with pytest.raises(FileNotFoundError):
-        api.zip_dir(f"{key}/adapter")
+        api.zip_stream(f"{key}/adapter")
 
 
 def test_a_republished_directory_withdraws_its_old_manifest_first(machines):
