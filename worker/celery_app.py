@@ -45,6 +45,16 @@ if settings.broker_url.startswith(("redis://", "rediss://")):
     app.conf.broker_transport_options = {"visibility_timeout": settings.task_time_limit + 3600}
 
 
+@signals.setup_logging.connect
+def _structured_logs(loglevel=None, **_):
+    """Celery's, the worker's and the engine's log lines in RLHF_LOG_FORMAT (JSON by default, with
+    the running job's id), like the API's (service/observability.py). Connecting this signal
+    replaces Celery's own logging set-up; `--loglevel` still sets the level."""
+    from service.observability import configure_logging
+
+    configure_logging(loglevel or settings.log_level, settings.log_format, logger_name="")
+
+
 @signals.worker_process_init.connect
 def _fresh_connections(**_):
     """A forked child must not share the parent's database connections."""

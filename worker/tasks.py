@@ -30,6 +30,7 @@ from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
 from rlhf_engine.tensorboard import TensorBoardReporter, trackers_from_env
 from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.observability import job_id_var
 from service.settings import get_settings
 from service.store import models
 from service.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
@@ -79,6 +80,14 @@ def _hold_for_quota(db: str, job_id: str, limit: int, retry_seconds: float) -> N
 
 @app.task(name="worker.run_job")
 def run_job(job_id: str) -> None:
+    token = job_id_var.set(job_id)  # every log line of this run carries the job's id
+    try:
+        _run_job(job_id)
+    finally:
+        job_id_var.reset(token)
+
+
+def _run_job(job_id: str) -> None:
     settings = get_settings()
     db = settings.database_url
     status = _read_status(db, job_id)

@@ -4,6 +4,7 @@ in the same attempt after a short outage, resumed from its last checkpoint after
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -70,7 +71,10 @@ def test_postgres_down_longer_than_the_retry_budget(make_stack, own_postgres):
     assert_ran_cleanly(stack, job_id, 32)
     row = stack.row(job_id)
     assert row["attempts"] == 2 and row["error"] is None, row
-    assert "database unavailable; leaving it to be resumed" in worker.log(tail=10**6)
+    # The worker logs JSON lines (like the API), each line of a run carrying its job id.
+    records = [json.loads(line) for line in worker.log(tail=10**6).splitlines() if line.startswith("{")]
+    stopped = [r for r in records if "database unavailable; leaving it to be resumed" in r["msg"]]
+    assert len(stopped) == 1 and stopped[0]["job_id"] == job_id and stopped[0]["level"] == "error", stopped
     messages = stack.messages(job_id)
     assert sum(m.startswith("Worker lost (1 of 3)") for m in messages) == 1, messages
     resumed = [m for m in messages if m.startswith("Resuming from checkpoint at step")]

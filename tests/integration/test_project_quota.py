@@ -7,6 +7,7 @@ atomic step), then the behaviour a user sees with real workers: extra jobs of a 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -98,6 +99,7 @@ def test_extra_jobs_of_a_project_wait_queued_and_start_when_a_slot_frees(make_st
             held_seen = True
             api_view = limited.get(f"/v1/fine_tuning/jobs/{second}").json()
             assert api_view["status"] == "queued", api_view
+        time.sleep(0.1)
 
     assert held_seen, stack.logs()
     for job_id, client in ((first, limited), (second, limited), (elsewhere, other)):
