@@ -30,6 +30,7 @@ the client should wait `Retry-After` seconds and try again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -116,7 +117,7 @@ def _param_path(loc: tuple, given: Any, missing: bool) -> str | None:
     node = given
     for i, key in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and key in node:
+        if isinstance(node, Mapping) and key in node:  # a JSON object, or a multipart form
             node = node[key]
         elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
             node = node[key]
@@ -130,7 +131,10 @@ def _param_path(loc: tuple, given: Any, missing: bool) -> str | None:
 
 def _clean(msg: str) -> str:
     # pydantic prefixes messages from our validators with "Value error, ".
-    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if msg.startswith("Expected UploadFile"):  # FastAPI's words name a Python class
+        return "send a file part (multipart/form-data), not a text field"
+    return msg
 
 
 def _locate(error: dict, body: Any) -> str | None:
@@ -156,6 +160,11 @@ def validation_error(exc: RequestValidationError) -> APIError:
         message = f"Missing required parameter: '{param}'."
     elif kind == "json_invalid":
         message = "We could not parse the JSON body of your request. Send valid JSON."
+    elif kind == "model_attributes_type" and param is None:
+        # The whole body is not an object. FastAPI hands over raw bytes when the Content-Type was
+        # not JSON, so the body was never parsed: say which header is missing.
+        message = "The request body must be a JSON object" + (
+            ", sent with 'Content-Type: application/json'." if isinstance(first.get("input"), bytes) else ".")
     else:
         # A union field ("auto" or a number) fails once per member: name every alternative.
         reasons = [_clean(e.get("msg", "invalid value")) for e in errors

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.store.models import FileRow
+from service.store.models import FileRow, JobRow
 from tests.integration.helpers import GOOD_DATASET, assert_envelope, dpo_body, jsonl, preference_line, upload
 
 pytestmark = pytest.mark.integration
@@ -120,6 +120,23 @@ def test_delete_refused_while_a_job_uses_the_file(client):
     assert_envelope(client.delete(f"/v1/files/{file_id}"), 409, code="file_in_use")
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
     assert client.delete(f"/v1/files/{file_id}").json()["deleted"] is True
+
+
+def test_delete_refused_while_a_job_runs_on_the_file(client, idle_db, idle_api):
+    file_id = upload(client).json()["id"]
+    job_id = client.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"]
+    idle_db.rollback()
+    idle_db.scalar(select(JobRow).where(JobRow.id == job_id)).status = "running"  # as a worker would
+    idle_db.commit()
+    try:
+        assert_envelope(client.delete(f"/v1/files/{file_id}"), 409, param="file_id", code="file_in_use")
+        assert client.get(f"/v1/files/{file_id}/content").content == GOOD_DATASET  # row and bytes kept
+        assert f"{file_id}.jsonl" in stored_files(idle_api)
+    finally:  # a running job left in the shared idle_api would count against every later test
+        cancelled = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    assert client.delete(f"/v1/files/{file_id}").json()["deleted"] is True  # finished: it may go
+    assert f"{file_id}.jsonl" not in stored_files(idle_api)
 
 
 def test_unknown_file_ids_are_404(client):

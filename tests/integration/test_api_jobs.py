@@ -3,6 +3,8 @@ stay queued, which is exactly what these tests need)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -57,6 +59,10 @@ def test_deprecated_top_level_hyperparameters(client, file_id):
 
 @pytest.mark.parametrize("change, param, code", [
     ({"model": "gpt-17"}, "model", "model_not_available"),
+    # Only the operator's registry turns a name into weights: never the Hub, never a path.
+    ({"model": "hf-internal-testing/tiny-random-gpt2"}, "model", "model_not_available"),
+    ({"model": "/tmp"}, "model", "model_not_available"),
+    ({"model": "../../etc"}, "model", "model_not_available"),
     ({"training_file": "file-doesnotexist"}, "training_file", "invalid_file"),
     ({"validation_file": "file-doesnotexist"}, "validation_file", "invalid_file"),
     ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 1000}}}},
@@ -77,6 +83,21 @@ def test_invalid_request_is_400_and_creates_no_job(client, idle_db, file_id, cha
                             400, param=param, code=code)
     assert param.split(".")[-1] in error["message"]
     assert job_count(idle_db) == before
+
+
+def test_operator_registry_names_are_the_only_way_to_a_directory(start_api, idle_api, tmp_path):
+    weights = tmp_path / "team-tiny"  # the API never reads it: the worker loads what the name maps to
+    weights.mkdir()
+    registry = tmp_path / "models.json"
+    registry.write_text(json.dumps({"models": {"team-tiny": {"path": str(weights)}}}))
+    server = start_api(**idle_api.settings, model_registry=str(registry))
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        file_id = upload(c).json()["id"]
+        job = c.post("/v1/fine_tuning/jobs", json={**dpo_body(file_id), "model": "team-tiny"})
+        assert job.status_code == 200, job.text
+        assert job.json()["model"] == "team-tiny"
+        assert_envelope(c.post("/v1/fine_tuning/jobs", json={**dpo_body(file_id), "model": str(weights)}),
+                        400, param="model", code="model_not_available")
 
 
 def test_unknown_model_message_lists_available_models(client, file_id):

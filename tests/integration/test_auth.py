@@ -8,10 +8,12 @@ import sys
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from service import admin
-from service.store.session import normalise_url
+from service.artifacts import ArtifactStore
+from service.store.models import CheckpointRow, ProjectRow, new_id
+from service.store.session import normalise_url, session_scope
 from tests import infra
 from tests.integration.helpers import assert_envelope, dpo_body, upload
 from tests.integration.tenants import make_tenant, own_server
@@ -23,6 +25,18 @@ def admin_cli(server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.admin", *args], cwd=infra.REPO, text=True,
                           capture_output=True, timeout=60,
                           env=infra.service_env(database_url=server.settings["database_url"]))
+
+
+def add_checkpoint(server, job_id: str) -> str:
+    """A checkpoint as the worker records it: its adapter under the artifacts dir, then its row."""
+    store = ArtifactStore(server.settings["artifacts_dir"])
+    key = store.checkpoint_key(job_id, 1)
+    (store.path(key) / "adapter").mkdir(parents=True)
+    (store.path(key) / "adapter" / "adapter_config.json").write_text("{}")
+    ckpt_id = new_id("ftckpt")
+    with session_scope(server.settings["database_url"]) as s:
+        s.add(CheckpointRow(id=ckpt_id, job_id=job_id, step_number=1, metrics={}, storage_key=key))
+    return ckpt_id
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +58,12 @@ def test_first_key_switches_from_open_to_required(server):
         assert anon.get("/v1/files", headers={"Authorization": "Bearer anything"}).status_code == 200
         open_file = upload(anon).json()["id"]
 
-        admin.create_project(server.settings["database_url"], "acme")
+        made = admin_cli(server, "create-project", "acme")
+        assert made.returncode == 0 and "created project acme" in made.stdout, made.stderr
+        with session_scope(server.settings["database_url"]) as s:
+            assert s.scalar(select(ProjectRow.name).where(ProjectRow.name == "acme")) == "acme"
+        again = admin_cli(server, "create-project", "acme")
+        assert again.returncode == 1 and "already exists" in again.stderr
         done = admin_cli(server, "create-key", "--project", "acme", "--name", "ci")
         assert done.returncode == 0, done.stderr
         secret = done.stdout.split("shown once, store it now): ")[1].strip()
@@ -87,12 +106,16 @@ def test_another_projects_ids_are_404(server):
         file_id = upload(ca).json()["id"]
         job_id = ca.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"]
         job = f"/v1/fine_tuning/jobs/{job_id}"
+        ckpt_id = add_checkpoint(server, job_id)
+        # The owner gets the archive: B's 404s below are about ownership, not missing files.
+        assert ca.get(f"{job}/checkpoints/{ckpt_id}/adapter").status_code == 200
         for method, path in [("GET", f"/v1/files/{file_id}"), ("GET", f"/v1/files/{file_id}/content"),
                              ("DELETE", f"/v1/files/{file_id}"), ("GET", job), ("GET", f"{job}/events"),
                              ("GET", f"{job}/events?stream=true"), ("GET", f"{job}/checkpoints"),
                              ("GET", f"{job}/metrics"), ("GET", f"{job}/adapter"),
-                             ("GET", f"{job}/checkpoints/ftckpt-x/adapter"), ("POST", f"{job}/cancel"),
-                             ("POST", f"{job}/pause"), ("POST", f"{job}/resume")]:
+                             ("GET", f"{job}/checkpoints/ftckpt-x/adapter"),
+                             ("GET", f"{job}/checkpoints/{ckpt_id}/adapter"), ("GET", f"{job}/merged_model"),
+                             ("POST", f"{job}/cancel"), ("POST", f"{job}/pause"), ("POST", f"{job}/resume")]:
             assert_envelope(cb.request(method, path), 404, code="not_found")
         assert cb.get("/v1/files").json()["data"] == [] and cb.get("/v1/fine_tuning/jobs").json()["data"] == []
         # Naming another project's file in a job body is an unknown file.
@@ -102,6 +125,11 @@ def test_another_projects_ids_are_404(server):
         assert ca.get(job).json()["status"] == "queued"
         assert [f["id"] for f in ca.get("/v1/files").json()["data"]] == [file_id]
         assert [j["id"] for j in ca.get("/v1/fine_tuning/jobs").json()["data"]] == [job_id]
+
+        # B's own job in the path does not open A's checkpoint: the checkpoint must belong to it.
+        b_job = cb.post("/v1/fine_tuning/jobs", json=dpo_body(upload(cb).json()["id"])).json()["id"]
+        assert_envelope(cb.get(f"/v1/fine_tuning/jobs/{b_job}/checkpoints/{ckpt_id}/adapter"), 404,
+                        param="checkpoint_id", code="not_found")
 
 
 def test_rate_limit_is_per_key_with_retry_after(strict_server):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.testclient import TestClient
 
 from service import errors
@@ -16,6 +18,10 @@ def make_client() -> TestClient:
     @app.post("/jobs")
     def create(body: JobCreate) -> dict:
         return {"method": body.method.type if body.method else None}
+
+    @app.post("/files")
+    def upload(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> dict:
+        return {}
 
     @app.get("/boom")
     def boom() -> dict:
@@ -60,6 +66,24 @@ def test_unknown_and_missing_fields():
     assert (e["param"], e["code"]) == ("training_file", "missing_required_parameter")
     e = post(client, ["not", "an", "object"])
     assert e["param"] is None and e["code"] == "invalid_value"
+    assert e["message"] == "The request body must be a JSON object."
+
+
+def test_body_that_is_not_json_names_the_content_type():
+    # FastAPI does not parse a text/plain body: valid JSON there must not read as a bad value.
+    r = make_client().post("/jobs", content=b'{"model": "m", "training_file": "f"}',
+                           headers={"content-type": "text/plain"})
+    e = r.json()["error"]
+    assert (r.status_code, e["param"], e["code"]) == (400, None, "invalid_value")
+    assert "Content-Type: application/json" in e["message"], e
+
+
+def test_form_fields_are_named():
+    # A multipart form is walked like a JSON object, so a text field sent as `file` is named.
+    r = make_client().post("/files", data={"purpose": "fine-tune", "file": "abc"})
+    e = r.json()["error"]
+    assert (r.status_code, e["param"], e["code"]) == (400, "file", "invalid_value")
+    assert "multipart/form-data" in e["message"] and "<class" not in e["message"], e
 
 
 def test_routing_errors_and_crashes_use_the_envelope():
