@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests import infra
+from tests.integration.failure_helpers import make_stack  # noqa: F401
 
 PROBE = """
 import json
@@ -43,6 +46,25 @@ def test_celery_settings_keep_one_job_per_fresh_process_and_never_redeliver_a_ru
 def test_the_visibility_timeout_follows_the_time_limit():
     c = conf(broker_url="rediss://example:6380/0", task_time_limit=30 * 24 * 3600)
     assert c["transport"]["visibility_timeout"] > 30 * 24 * 3600
+    defaults = conf(broker_url="redis://127.0.0.1:1/0")  # what an install that sets nothing gets
+    assert defaults["task_time_limit"] >= 24 * 3600  # long jobs are not cut off
+    assert defaults["transport"]["visibility_timeout"] > defaults["task_time_limit"]
+
+
+@pytest.mark.integration
+def test_each_job_runs_in_a_fresh_process(make_stack):
+    """worker_max_tasks_per_child=1 with a real worker: two jobs in a row run in two different
+    child processes (so a GPU job's memory goes back to the driver), and the worker lives on."""
+    stack = make_stack()
+    worker = stack.start_worker()
+    pids = []
+    for _ in range(2):
+        job_id = stack.create_job(n_epochs=3)
+        stack.wait_row(job_id, lambda r: r["lease_owner"] is not None, what="a lease")
+        pids.append(stack.running_pid(job_id))
+        assert stack.wait_final(job_id)["status"] == "succeeded", stack.logs()
+    assert pids[0] != pids[1] and worker.pid not in pids, pids
+    assert worker.alive()
 
 
 def test_lease_timings_scale_with_the_lease():

@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.failure_helpers import (assert_ran_cleanly, make_stack, own_postgres,  # noqa: F401
                                                own_redis)
+from tests.integration.helpers import assert_envelope
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +65,13 @@ def test_postgres_down_longer_than_the_retry_budget(make_stack, own_postgres):
     assert stack.checkpoints(job_id), "a checkpoint to resume from"
 
     own_postgres.halt()
-    time.sleep(8)  # well past the 1 s retry budget and the 4 s lease
+    halted = time.monotonic()
+    # Meanwhile the API process stays up and says why it is not ready.
+    assert_envelope(stack.client.get("/readyz"), 503, param="database", code="dependency_unavailable")
+    assert stack.client.get("/healthz").status_code == 200
+    time.sleep(max(0.0, 8 - (time.monotonic() - halted)))  # well past the 1 s retry budget and the 4 s lease
     own_postgres.start()
+    assert stack.client.get("/readyz").status_code == 200
 
     stack.wait_final(job_id)
     assert_ran_cleanly(stack, job_id, 32)

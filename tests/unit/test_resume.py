@@ -78,3 +78,29 @@ def test_resume_from_periodic_checkpoint(tmp_path, model_cache, tiny_model_dir):
     a, b = adapter(full.adapter_dir), adapter(resumed.adapter_dir)
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     assert torch.load(periodic[1] / "state.pt", weights_only=True)["step"] == 4
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle payload: unpickling it calls `open(marker, "w")`, i.e. creates a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_tampered_checkpoint_is_refused_not_executed(tmp_path, model_cache, tiny_model_dir):
+    """Checkpoint state is read with torch.load(weights_only=True): a state.pt carrying code (say,
+    planted in a shared artifact store) fails the resume instead of running that code."""
+    import pickle
+
+    data = write_dataset(tmp_path / "train.jsonl")
+    run(config(tmp_path, data, "full"), NullReporter(), cache_dir=model_cache)
+    checkpoint = tmp_path / "full" / "checkpoints" / "step-000004"
+    marker = tmp_path / "code-ran"
+    torch.save({"step": 4, "optimizer": RunsCodeWhenUnpickled(marker)}, checkpoint / "state.pt")
+
+    with pytest.raises(pickle.UnpicklingError):
+        run(config(tmp_path, data, "again"), NullReporter(), cache_dir=model_cache, resume_from=checkpoint)
+    assert not marker.exists()
