@@ -6,8 +6,11 @@ used as a path. Pure Python (safe for the API process): loading lives in rlhf_en
 Operator file (YAML or JSON, path in RLHF_MODEL_REGISTRY):
 
     models:
-      llama-3.1-8b-instruct: {path: /models/Meta-Llama-3.1-8B-Instruct}
+      llama-3.1-8b-instruct: {path: /models/Meta-Llama-3.1-8B-Instruct, queue: rlhf-a100}
       my-reward-model: {path: /models/rm, kind: reward_model}
+
+`queue` (optional) routes the model's jobs to the workers started with that RLHF_QUEUE, e.g. one
+queue per GPU type; a model without one goes to the API's own RLHF_QUEUE.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class ModelEntry(BaseModel):
     source: Literal["builtin-tiny", "smollm2-gguf", "local"] = "local"
     path: str | None = None
     description: str = ""
+    queue: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")  # the workers that train it
 
 
 BUILTIN_MODELS: dict[str, ModelEntry] = {
@@ -74,6 +78,10 @@ class ModelRegistry:
 
     def names(self, kind: ModelKind | None = None) -> list[str]:
         return sorted(n for n, e in self._entries.items() if kind is None or e.kind == kind)
+
+    def queues(self) -> list[str]:
+        """The queues models are routed to (besides the default RLHF_QUEUE)."""
+        return sorted({e.queue for e in self._entries.values() if e.queue})
 
     def get(self, name: str) -> ModelEntry:
         try:

@@ -26,6 +26,7 @@ class ResolvedJob:
     validation_file: FileRow | None
     method: Method
     seed: int
+    queue: str | None  # the model's queue in the operator's registry, if it names one
 
 
 def _method(body: JobCreate) -> Method:
@@ -77,4 +78,4 @@ def resolve(body: JobCreate, db: Session, registry: ModelRegistry, project_id: s
     # OpenAI picks a seed when none is given and reports it, so every job is reproducible.
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     return ResolvedJob(model=body.model, training_file=training, validation_file=validation,
-                       method=method, seed=seed)
+                       method=method, seed=seed, queue=entry.queue)

@@ -30,13 +30,14 @@ def celery_client(broker_url: str, queue: str) -> Celery:
     return app
 
 
-def enqueue_job(job_id: str) -> None:
-    """Send `worker.run_job(job_id)` to the configured queue. Raises if the broker refuses."""
+def enqueue_job(job_id: str, queue: str | None = None) -> None:
+    """Send `worker.run_job(job_id)` to `queue` (the job's own, JobRow.queue), else RLHF_QUEUE.
+    Raises if the broker refuses."""
     settings = get_settings()
+    queue = queue or settings.queue
     client = celery_client(settings.broker_url, settings.queue)
-    client.send_task(TASK_NAME, args=[job_id], queue=settings.queue, retry=True,
-                     retry_policy=_RETRY_POLICY)
-    log.info("enqueued %s on %s", job_id, settings.queue)
+    client.send_task(TASK_NAME, args=[job_id], queue=queue, retry=True, retry_policy=_RETRY_POLICY)
+    log.info("enqueued %s on %s", job_id, queue)
 
 
 def mark_sent(session, job_id: str) -> None:

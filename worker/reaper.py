@@ -36,15 +36,16 @@ def losses_so_far(s, job_id: str) -> int:
                     .where(EventRow.job_id == job_id, EventRow.message.startswith(LOST_PREFIX))) or 0
 
 
-def reap_once(settings: Settings, enqueue, unsent: set[str] | None = None) -> list[str]:
-    """One pass; returns the ids it re-sent. `unsent` carries ids whose re-send failed last time."""
-    unsent = set() if unsent is None else unsent
+def reap_once(settings: Settings, enqueue, unsent: dict[str, str | None] | None = None) -> list[str]:
+    """One pass; returns the ids it re-sent with `enqueue(job_id, queue)`. `unsent` carries the
+    jobs (id -> queue) whose re-send failed last time."""
+    unsent = {} if unsent is None else unsent
     t = time.time()
     with session_scope(settings.database_url) as s:
-        dead = s.execute(select(JobRow.id, JobRow.lease_owner, JobRow.lease_expires_at)
+        dead = s.execute(select(JobRow.id, JobRow.lease_owner, JobRow.lease_expires_at, JobRow.queue)
                          .where(JobRow.status == RUNNING,
                                 or_(JobRow.lease_expires_at < t, JobRow.lease_owner.is_(None)))).all()
-    for job_id, owner, expires in dead:
+    for job_id, owner, expires, queue in dead:
         with session_scope(settings.database_url) as s:
             lost = losses_so_far(s, job_id) + 1
             exhausted = lost >= settings.max_attempts
@@ -71,15 +72,15 @@ def reap_once(settings: Settings, enqueue, unsent: set[str] | None = None) -> li
                                            "resume from its last checkpoint",
                                    data={"code": "worker_lost", "lost": lost}))
         if claimed and not exhausted:
-            unsent.add(job_id)
+            unsent[job_id] = queue
     sent = []
-    for job_id in sorted(unsent):
+    for job_id, queue in sorted(unsent.items()):
         try:
-            enqueue(job_id)
+            enqueue(job_id, queue)
         except Exception as err:  # the broker is down: the job stays queued, try again next pass
             log.warning("could not re-send job %s: %s", job_id, err)
             continue
-        unsent.discard(job_id)
+        del unsent[job_id]
         sent.append(job_id)
     return sent
 
@@ -92,19 +93,19 @@ def resend_lost_queued(settings: Settings, enqueue) -> list[str]:
     t = time.time()
     grace = min(30, settings.resend_queued_seconds)  # the API sends right after its commit; let it
     with session_scope(settings.database_url) as s:
-        stale = s.execute(select(JobRow.id, JobRow.sent_at).where(
+        stale = s.execute(select(JobRow.id, JobRow.sent_at, JobRow.queue).where(
             JobRow.status == QUEUED, JobRow.lease_owner.is_(None),
             or_((JobRow.sent_at.is_(None)) & (JobRow.created_at < t - grace),
                 JobRow.sent_at < t - settings.resend_queued_seconds))).all()
     sent = []
-    for job_id, was in stale:
+    for job_id, was, queue in stale:
         same = JobRow.sent_at.is_(None) if was is None else JobRow.sent_at == was
         with session_scope(settings.database_url) as s:  # claim: only one reaper re-sends it
             if not s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED, same)
                              .values(sent_at=t)).rowcount:
                 continue
         try:
-            enqueue(job_id)
+            enqueue(job_id, queue)
             sent.append(job_id)
         except Exception as err:  # still down: forget the claim so the next pass tries again
             log.warning("could not re-send queued job %s: %s", job_id, err)
@@ -116,7 +117,7 @@ def resend_lost_queued(settings: Settings, enqueue) -> list[str]:
 def start_reaper_thread(settings: Settings) -> threading.Thread:
     from service.queue import enqueue_job
 
-    unsent: set[str] = set()
+    unsent: dict[str, str | None] = {}
 
     def loop():
         while True:

@@ -54,19 +54,21 @@ class MissingInput(Exception):
     """A file the job names is gone (deleted after the job was created)."""
 
 
-def _read_status(db: str, job_id: str) -> str | None:
+def _read_status(db: str, job_id: str) -> tuple[str | None, str | None]:
+    """The job's status and queue (None, None: no such job)."""
     def read():
         with session_scope(db) as s:
-            return s.scalar(select(JobRow.status).where(JobRow.id == job_id))
+            row = s.execute(select(JobRow.status, JobRow.queue).where(JobRow.id == job_id)).first()
+            return (row.status, row.queue) if row else (None, None)
 
     return with_retry(read, "read the job's status")
 
 
-def _hold_for_quota(db: str, job_id: str, limit: int, retry_seconds: float) -> None:
+def _hold_for_quota(db: str, job_id: str, queue: str | None, limit: int, retry_seconds: float) -> None:
     """The job's project is at its limit: the job stays `queued` and a delayed copy of this message
     takes its place (recorded as the job's latest send, so the reaper's lost-message check does not
     add a second copy). The first time, an event tells its owner why it waits."""
-    run_job.apply_async(args=[job_id], countdown=retry_seconds)
+    run_job.apply_async(args=[job_id], countdown=retry_seconds, queue=queue or get_settings().queue)
     message = f"Waiting: the project already runs its limit of {limit} concurrent job(s)"
 
     def write():
@@ -90,7 +92,7 @@ def run_job(job_id: str) -> None:
 def _run_job(job_id: str) -> None:
     settings = get_settings()
     db = settings.database_url
-    status = _read_status(db, job_id)
+    status, queue = _read_status(db, job_id)
     if status is None or status in TERMINAL or status == PAUSED:
         log.info("skipping job %s (status %s)", job_id, status)
         return
@@ -104,7 +106,7 @@ def _run_job(job_id: str) -> None:
     if outcome == lease.PROJECT_FULL:
         log.info("job %s: its project runs %s job(s), its limit; retrying in %ss", job_id, limit,
                  settings.quota_retry_seconds)
-        _hold_for_quota(db, job_id, limit, settings.quota_retry_seconds)
+        _hold_for_quota(db, job_id, queue, limit, settings.quota_retry_seconds)
         return
     if outcome != lease.ACQUIRED:
         log.warning("job %s is leased by another worker (or no longer queued); not starting it twice", job_id)
@@ -136,13 +138,14 @@ def _run_job(job_id: str) -> None:
         log.warning("job %s: could not release its lease; it will lapse", job_id)
 
 
-def _hand_back_or_leave(db: str, job_id: str, owner: str, message: str) -> None:
+def _hand_back_or_leave(db: str, job: JobRow, owner: str, message: str) -> None:
     """Best effort: requeue the job now; if even that fails, its lease lapses and the reaper does."""
     from service.queue import enqueue_job
 
+    job_id = job.id
     try:
         if lease.hand_back(db, job_id, owner, message):
-            enqueue_job(job_id)
+            enqueue_job(job_id, job.queue)
     except Exception as err:
         log.warning("job %s: could not hand it back (%s); the reaper will", job_id, err)
 
@@ -268,7 +271,7 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         elif reason == PAUSED:
             add_event(db, job_id, f"Job paused at step {result.steps}; checkpoint kept, worker released")
         elif reason == "shutdown":
-            _hand_back_or_leave(db, job_id, owner, f"Worker shutting down; job requeued at step {result.steps} "
+            _hand_back_or_leave(db, job, owner, f"Worker shutting down; job requeued at step {result.steps} "
                                                    "to resume from its checkpoint")
         elif reason == "lease_lost":
             log.warning("job %s: lease lost, another worker owns it now", job_id)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from service import job_requests, queue
 from service.auth import Caller, CallerDep
-from service.deps import DB, Registry
+from service.deps import DB, Registry, SettingsDep
 from service.errors import APIError, bad_request
 from service.lookups import get_job
 from service.pagination import paginate
@@ -42,7 +42,7 @@ def add_event(db: Session, job_id: str, message: str, level: str = "info",
 def _send(db: Session, job: JobRow) -> None:
     """Enqueue a committed `queued` job; a broker that is down leaves it queued with a warning."""
     try:
-        queue.enqueue_job(job.id)
+        queue.enqueue_job(job.id, job.queue)
         queue.mark_sent(db, job.id)
         db.commit()
     except Exception as err:  # the reaper / a later resume re-sends it
@@ -67,7 +67,7 @@ def _replay(db: Session, caller: Caller, key: str, digest: str) -> JobRow | None
 
 
 @router.post("", response_model=FineTuningJob)
-def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep,
+def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep, settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                              max_length=255)] = None) -> FineTuningJob:
     digest = _request_hash(body) if idempotency_key else None
@@ -79,7 +79,7 @@ def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep,
                  validation_file=resolved.validation_file.id if resolved.validation_file else None,
                  status=VALIDATING, method=resolved.method.public_dict(), seed=resolved.seed,
                  suffix=body.suffix, metadata_=body.metadata, idempotency_key=idempotency_key,
-                 request_hash=digest, export_merged=body.export_merged)
+                 request_hash=digest, export_merged=body.export_merged, queue=resolved.queue or settings.queue)
     db.add(job)
     try:
         db.flush()  # the job row must exist before events reference it

@@ -17,7 +17,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import create_engine, func, select, text
 
-from service.deps import Artifacts, SettingsDep
+from rlhf_engine.model_registry import ModelRegistry
+from service.deps import Artifacts, Registry, SettingsDep
 from service.errors import SERVER_ERROR, APIError
 from service.observability import BUCKETS, HTTP
 from service.settings import Settings
@@ -108,15 +109,18 @@ def _job_lines(settings: Settings) -> list[str]:
     return out
 
 
-def _queue_lines(settings: Settings) -> list[str]:
+def _queue_lines(settings: Settings, registry: ModelRegistry) -> list[str]:
+    """Depth of this API's queue and of every queue the registry routes a model to."""
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         return []  # only Redis queues are cheap to measure (LLEN)
+    queues = sorted({settings.queue} | set(registry.queues()))
     try:
-        depth = _redis(settings.broker_url).llen(settings.queue)
+        client = _redis(settings.broker_url)
+        depths = [(q, client.llen(q)) for q in queues]
     except Exception:
         return []
     return ["# HELP rlhf_queue_depth Messages waiting in the Celery queue.", "# TYPE rlhf_queue_depth gauge",
-            _line("rlhf_queue_depth", depth, queue=settings.queue)]
+            *(_line("rlhf_queue_depth", depth, queue=q) for q, depth in depths)]
 
 
 def _http_lines() -> list[str]:
@@ -137,6 +141,6 @@ def _http_lines() -> list[str]:
 
 @router.get("/metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-def prometheus_metrics(settings: SettingsDep) -> PlainTextResponse:
-    lines = _job_lines(settings) + _queue_lines(settings) + _http_lines()
+def prometheus_metrics(settings: SettingsDep, registry: Registry) -> PlainTextResponse:
+    lines = _job_lines(settings) + _queue_lines(settings, registry) + _http_lines()
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

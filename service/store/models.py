@@ -77,6 +77,9 @@ class JobRow(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Also write the base weights with the LoRA update folded in (migration 0004).
     export_merged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The Celery queue its messages go to (its model's registry queue, else the API's RLHF_QUEUE),
+    # fixed at creation so every later send (resume, reaper, hand-back) reaches the same workers.
+    queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class EventRow(Base):

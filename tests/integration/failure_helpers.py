@@ -125,10 +125,10 @@ class Stack:
         return self._file_ids[id(client)]
 
     def create_job(self, n_epochs: int = 8, checkpoint_interval: int = 4, client: httpx.Client | None = None,
-                   **hyperparameters) -> str:
+                   model: str = "tiny-random-llama", **hyperparameters) -> str:
         """8 examples, batch 2: 4 steps per epoch, so n_epochs * 4 steps of ~0.3 s each."""
         client = client or self.client
-        body = {"model": "tiny-random-llama", "training_file": self.file_id(client), "seed": 7,
+        body = {"model": model, "training_file": self.file_id(client), "seed": 7,
                 "method": {"type": "dpo", "dpo": {"hyperparameters": {
                     "n_epochs": n_epochs, "batch_size": 2, "learning_rate_multiplier": 10,
                     "checkpoint_interval": checkpoint_interval, **hyperparameters}}}}
