@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     artifacts_s3_prefix: str = ""  # keys become {prefix}/files/..., {prefix}/jobs/...
     artifacts_s3_endpoint_url: str | None = None  # MinIO, Ceph, R2...; unset = AWS
     artifacts_s3_region: str | None = None
+    # With a bucket: a worker deletes its local copy of a job once the job has ended. Only for
+    # workers whose directory no API process reads (an API serving a download from it would see
+    # the files go).
+    artifacts_clean_local: bool = False
 
     # Worker behaviour.
     lease_seconds: int = 120  # a job lease not renewed for this long is considered dead

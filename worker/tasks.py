@@ -18,6 +18,7 @@ lease. How a run can end:
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -136,6 +137,22 @@ def _run_job(job_id: str) -> None:
         with_retry(lambda: lease.release(db, job_id, owner), "release the lease")
     except StoreUnavailable:
         log.warning("job %s: could not release its lease; it will lapse", job_id)
+        return
+    if settings.artifacts_clean_local:
+        _drop_local_copy(db, job_id)
+
+
+def _drop_local_copy(db: str, job_id: str) -> None:
+    """RLHF_ARTIFACTS_CLEAN_LOCAL: once a job has ended, the bucket holds all it made, so this
+    machine's working copy (checkpoints, adapter, merged weights) goes. Not while it may resume
+    (paused, handed back): then the copy saves a download."""
+    store = ArtifactStore.from_settings(get_settings())
+    if store.remote is None:
+        return  # the local directory is the only copy
+    status, _ = _read_status(db, job_id)
+    if status in TERMINAL:
+        shutil.rmtree(store.path(store.job_key(job_id)), ignore_errors=True)
+        log.info("job %s ended; removed its local working copy (the bucket keeps it)", job_id)
 
 
 def _hand_back_or_leave(db: str, job: JobRow, owner: str, message: str) -> None:

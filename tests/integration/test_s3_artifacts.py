@@ -32,13 +32,16 @@ def test_api_and_worker_on_two_machines_share_one_bucket(make_stack, s3_settings
     file_id = stack.file_id()
     assert s3_server.keys(bucket) == {f"{prefix}files/{file_id}.jsonl"}
 
-    stack.start_worker(artifacts_dir=str(worker_dir))
+    stack.start_worker(artifacts_dir=str(worker_dir), artifacts_clean_local=True)
     job_id = stack.create_job(n_epochs=1, checkpoint_interval=2)  # 4 steps, checkpoints at 2 and 4
     job = stack.wait_final(job_id, timeout=120)
     assert job["status"] == "succeeded", (job, stack.logs())
 
-    # The worker fetched the dataset from the bucket and wrote everything under its own directory;
-    # the API's directory has only the upload so far.
+    # The worker fetched the dataset from the bucket into its own directory and, the job over,
+    # dropped its working copy of the job (RLHF_ARTIFACTS_CLEAN_LOCAL); the dataset stays cached.
+    # The API's directory has only the upload so far.
+    stack.wait_row(job_id, lambda r: not any(f.startswith("jobs/") for f in local_files(worker_dir)),
+                   timeout=30, what="the worker's local copy removed")
     assert f"files/{file_id}.jsonl" in local_files(worker_dir)
     assert local_files(api_dir) == {f"files/{file_id}.jsonl"}
     job_keys = {k.removeprefix(f"{prefix}jobs/{job_id}/") for k in s3_server.keys(bucket, f"{prefix}jobs/")}
