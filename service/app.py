@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import dashboard, errors, limits, migrate, observability, sse
+from service import auth, dashboard, errors, limits, migrate, observability, sse
 from service.routes import files, job_outputs, jobs, ops
 from service.settings import get_settings
 
@@ -54,7 +54,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="RLHF service", version="0.1.0", lifespan=lifespan,
                   description="Self-hostable alignment training with an OpenAI-compatible API.",
                   responses=errors.ERROR_RESPONSES)
-    errors.install(app)
+    errors.install(app, authenticate=auth.refusal)
     # Outermost last: the request id and access log wrap everything, including size refusals.
     app.add_middleware(limits.BodySizeLimit)
     app.add_middleware(observability.RequestContext)

@@ -26,7 +26,9 @@ from sqlalchemy.orm import Session
 from service import limits
 from service.deps import DB, SettingsDep
 from service.errors import APIError
+from service.settings import get_settings
 from service.store.models import DEFAULT_PROJECT, ApiKeyRow
+from service.store.session import session_scope
 
 KEY_PREFIX = "rlhf-"
 
@@ -104,3 +106,19 @@ def current_caller(request: Request, db: DB, settings: SettingsDep,
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+def refusal(request: Request) -> APIError | None:
+    """The 401 (or 429) this /v1 request gets, checked on its own. FastAPI parses a JSON body
+    before it runs the route's dependencies, so a request it cannot parse never reaches
+    `current_caller`; the validation error handler asks here first, so that a caller without a
+    valid key learns nothing about the request it sent (service/errors.py)."""
+    if not request.url.path.startswith("/v1/"):
+        return None
+    settings = get_settings()
+    try:
+        with session_scope(settings.database_url) as db:
+            current_caller(request, db, settings)
+    except APIError as err:
+        return err
+    return None

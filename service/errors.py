@@ -30,13 +30,14 @@ the client should wait `Retry-After` seconds and try again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -179,13 +180,18 @@ def validation_error(exc: RequestValidationError) -> APIError:
 _HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "file_too_large"}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, authenticate: Callable[[Request], APIError | None] | None = None) -> None:
+    """`authenticate(request)`: the refusal a request without valid credentials gets (service/auth.py
+    `refusal`), asked before a validation error is described, since those can be raised before
+    the route's own auth dependency runs."""
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return _respond(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if authenticate is not None and (refused := await run_in_threadpool(authenticate, request)):
+            return _respond(refused)
         return _respond(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)

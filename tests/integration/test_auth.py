@@ -100,6 +100,21 @@ def test_auth_required_setting_refuses_without_keys(strict_server):
         assert_envelope(anon.get("/v1/fine_tuning/jobs"), 401, code="missing_api_key")
 
 
+def test_a_request_without_a_valid_key_learns_nothing_about_its_body(server):
+    """FastAPI parses a JSON body before it runs the auth dependency; a body it cannot parse must
+    still get the 401, not a description of what is wrong with it."""
+    tenant = make_tenant(server)
+    broken = {"content": b'{"model": ', "headers": {"content-type": "application/json"}}
+    wrong_key = {"content": broken["content"], "headers": {**broken["headers"], "authorization": "Bearer rlhf-wrong"}}
+    with httpx.Client(base_url=server.url, timeout=30) as anon:
+        assert_envelope(anon.post("/v1/fine_tuning/jobs", **broken), 401, code="missing_api_key")
+        assert_envelope(anon.post("/v1/fine_tuning/jobs", **wrong_key), 401, code="invalid_api_key")
+        assert_envelope(anon.post("/v1/files", data={"purpose": "fine-tune"}), 401, code="missing_api_key")
+    with tenant.client(server) as client:  # with a key, the same requests are described
+        assert_envelope(client.post("/v1/fine_tuning/jobs", **broken), 400, code="invalid_json")
+        assert_envelope(client.post("/v1/files", data={"purpose": "fine-tune"}), 400, param="file")
+
+
 def test_another_projects_ids_are_404(server):
     a, b = make_tenant(server), make_tenant(server)
     with a.client(server) as ca, b.client(server) as cb:

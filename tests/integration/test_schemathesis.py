@@ -1,6 +1,8 @@
 """Schemathesis against the live server's OpenAPI schema (open mode, `idle_api`): generated and
 boundary-value requests for every operation; no 5xx, only documented status codes and content
 types, and every response body valid against the schema (including the 4xx/5xx envelope).
+A second server requires keys: every operation again, once with a project's key (its ids are
+nobody's, so 404s and 400s) and once without (401 on every /v1 route).
 
 Bounded to stay well under a minute: random fuzzing is limited to a few examples per operation,
 and the exhaustive "coverage" phase (every boundary the schema defines) runs for all operations
@@ -15,6 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
                                  status_code_conformance)
+
+from tests.integration.tenants import make_tenant, own_server
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +62,27 @@ def test_every_operation_conforms(case):
 @_SETTINGS
 def test_job_creation_conforms(case):
     _call(case)
+
+
+@pytest.fixture(scope="module")
+def keyed_api(start_api, make_database, tmp_path_factory):
+    # Rate limit off: a burst of generated requests must meet the checks, not a 429.
+    server = own_server(start_api, make_database, tmp_path_factory, auth_required=True, rate_limit_per_minute=0)
+    return server, make_tenant(server)
+
+
+@pytest.fixture(scope="module")
+def keyed_operations(keyed_api):
+    return _load(keyed_api[0].url, ["examples", "fuzzing"])
+
+
+@schemathesis.pytest.from_fixture("keyed_operations").parametrize()
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_every_operation_conforms_with_and_without_a_key(case, keyed_api):
+    _, tenant = keyed_api
+    if case.query and str(case.query.get("stream", "")).lower() in ("true", "1", "yes", "on"):
+        case.query["stream"] = "false"
+    case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": f"Bearer {tenant.key}"})
+    response = case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": ""})
+    if case.path.startswith("/v1/"):
+        assert response.status_code == 401, (case.method, case.path, response.text)
