@@ -42,10 +42,14 @@ def job_creation(idle_api):
     return _load(idle_api.url, ["examples", "fuzzing"])
 
 
-def _call(case) -> None:
+def _no_streams(case) -> None:
     # A stream follows a job for as long as it lives; the SSE tests cover streams.
     if case.query and str(case.query.get("stream", "")).lower() in ("true", "1", "yes", "on"):
         case.query["stream"] = "false"
+
+
+def _call(case) -> None:
+    _no_streams(case)
     case.call_and_validate(checks=CHECKS, timeout=20)
 
 
@@ -80,8 +84,7 @@ def keyed_operations(keyed_api):
 @settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_conforms_with_and_without_a_key(case, keyed_api):
     _, tenant = keyed_api
-    if case.query and str(case.query.get("stream", "")).lower() in ("true", "1", "yes", "on"):
-        case.query["stream"] = "false"
+    _no_streams(case)
     case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": f"Bearer {tenant.key}"})
     response = case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": ""})
     if case.path.startswith("/v1/"):
