@@ -19,7 +19,7 @@ from service.store.models import RUNNING, JobRow
 
 def has_room(limit: int) -> ColumnElement[bool]:
     """A WHERE clause for an UPDATE of one JobRow: fewer than `limit` *other* jobs of the same
-    project are running (a job resumed after a lost worker does not count against itself)."""
+    project are running."""
     other = aliased(JobRow)
     others_running = (select(func.count()).select_from(other)
                       .where(other.project_id == JobRow.project_id, other.status == RUNNING, other.id != JobRow.id)

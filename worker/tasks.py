@@ -139,7 +139,10 @@ def _run_job(job_id: str) -> None:
         log.warning("job %s: could not release its lease; it will lapse", job_id)
         return
     if settings.artifacts_clean_local:
-        _drop_local_copy(db, job_id)
+        try:
+            _drop_local_copy(db, job_id)
+        except Exception as err:  # housekeeping: never a reason to fail a job that has ended
+            log.warning("job %s: could not remove its local working copy: %s", job_id, err)
 
 
 def _drop_local_copy(db: str, job_id: str) -> None:
