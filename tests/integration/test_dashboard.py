@@ -74,6 +74,23 @@ def css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+_READ = """const [selector, name] = arguments;
+return Array.from(document.querySelectorAll(selector), e =>
+    name === "innerText" ? e.innerText : typeof e[name] === "string" ? e[name] : e.getAttribute(name));"""
+
+
+def read(driver, selector: str, name: str) -> list[str | None]:
+    """`name` of every element `selector` matches, read in one script. The page re-renders as
+    events arrive, so an element found by one WebDriver call may be gone (stale) at the next.
+    A string property wins over the attribute (`href`: the absolute URL, as a browser sees it)."""
+    return driver.execute_script(_READ, selector, name)
+
+
+def first(driver, selector: str, name: str) -> str | None:
+    values = read(driver, selector, name)
+    return values[0] if values else None
+
+
 def create_job(client: httpx.Client, file_id: str, **hyperparameters) -> dict:
     body = {"model": "tiny-random-llama", "training_file": file_id, "seed": 3, "suffix": "dash",
             "method": {"type": "dpo", "dpo": {"hyperparameters": {
@@ -92,7 +109,7 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         browser.get(f"{api_server}/dashboard/#/jobs/{job['id']}")
 
         # The stream is open and the first events are shown before any step was logged...
-        wait(browser, lambda d: int(css(d, "#event-log")[0].get_attribute("data-count")) >= 2, 30, "the first events")
+        wait(browser, lambda d: int(first(d, "#event-log", "data-count") or 0) >= 2, 30, "the first events")
         metric_lines_at_start = len(css(browser, "#event-log .log-line.metrics"))
         steps_at_start = client.get(f"/v1/fine_tuning/jobs/{job['id']}").json()["steps_completed"]
         # ...and a metrics event arrives live, without reloading the page.
@@ -115,23 +132,22 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         rows = client.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics").json()["data"]
         assert len([r for r in rows if "loss" in r["values"]]) == total
         loss_path = '#charts [data-key="loss"] path.series[data-series="loss"]'
-        wait(browser, lambda d: css(d, loss_path) and css(d, loss_path)[0].get_attribute("data-points") == str(total),
-             20, f"a loss curve of {total} points")
-        d_attr = css(browser, loss_path)[0].get_attribute("d")
+        wait(browser, lambda d: first(d, loss_path, "data-points") == str(total), 20, f"a loss curve of {total} points")
+        d_attr = first(browser, loss_path, "d")
         assert d_attr.count("L") == total - 1 and d_attr.startswith("M")
         for key in ("rewards/margins", "rewards/accuracies"):
-            assert css(browser, f'#charts [data-key="{key}"] path.series')[0].get_attribute("data-points") == str(total)
+            assert first(browser, f'#charts [data-key="{key}"] path.series', "data-points") == str(total)
 
         # Checkpoints with their metrics and download links; the final adapter link.
         checkpoints = client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
         wait(browser, lambda d: len(css(d, "#checkpoints tbody tr")) == len(checkpoints) > 0, 20, "the checkpoints")
-        links = [a.get_attribute("href") for a in css(browser, "#checkpoints a.download-link")]
+        links = read(browser, "#checkpoints a.download-link", "href")
         assert sorted(links) == sorted(f"{api_server}/v1/fine_tuning/jobs/{job['id']}/checkpoints/{c['id']}/adapter"
                                        for c in checkpoints)
         assert client.get(links[0]).headers["content-type"] == "application/zip"
-        final = css(browser, "#final-adapter")[0].get_attribute("href")
+        final = first(browser, "#final-adapter", "href")
         assert final == f"{api_server}/v1/fine_tuning/jobs/{job['id']}/adapter"
-        assert json.loads(css(browser, "#method-json")[0].text)["dpo"]["hyperparameters"]["batch_size"] == 4
+        assert json.loads(first(browser, "#method-json", "innerText"))["dpo"]["hyperparameters"]["batch_size"] == 4
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "dashboard-job.png"
@@ -145,8 +161,7 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         # The compare page overlays this job's curve (one series per job).
         browser.get(f"{api_server}/dashboard/#/compare?jobs={job['id']}&key=loss")
         series = f'#compare-chart path.series[data-series="{job["id"]}"]'
-        wait(browser, lambda d: css(d, series) and css(d, series)[0].get_attribute("data-points") == str(total),
-             20, "the compare curve")
+        wait(browser, lambda d: first(d, series, "data-points") == str(total), 20, "the compare curve")
 
 
 def test_jobs_list_shows_created_job_and_filters(idle_api, browser):
@@ -177,7 +192,7 @@ def test_upload_errors_at_their_lines_then_start_a_job(idle_api, browser, tmp_pa
 
     browser.get(f"{idle_api.url}/dashboard/#/new")
     wait(browser, lambda d: css(d, "#model option"), 20, "the model list")
-    assert "tiny-random-llama" in [o.get_attribute("value") for o in css(browser, "#model option")]
+    assert "tiny-random-llama" in read(browser, "#model option", "value")
     css(browser, "#upload-file")[0].send_keys(str(bad))
     css(browser, "#upload-button")[0].click()
     wait(browser, lambda d: css(d, '.line-error[data-line="3"]'), 20, "the line-3 error")
@@ -218,4 +233,4 @@ def test_asks_for_the_key_when_the_service_requires_one(start_api, make_database
     assert browser.execute_script("return localStorage.getItem('rlhf.apiKey')") == tenant.key
     # The live stream carries the key too (fetch, not EventSource).
     browser.get(f"{server.url}/dashboard/#/jobs/{job['id']}")
-    wait(browser, lambda d: int(css(d, "#event-log")[0].get_attribute("data-count")) >= 2, 20, "streamed events")
+    wait(browser, lambda d: int(first(d, "#event-log", "data-count") or 0) >= 2, 20, "streamed events")
