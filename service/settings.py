@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = 1024 * 1024  # every request body other than a file upload
     max_examples_per_file: int = 1_000_000
     max_concurrent_jobs_per_project: int = 4  # more stay `queued` until one finishes
-    quota_retry_seconds: float = 15.0  # how often a worker retries a job held back by that limit
+    quota_retry_seconds: float = 15.0  # a job held back by that limit is sent again after this
     rate_limit_per_minute: int = 600  # per API key (open mode, no keys: not limited)
     rate_limit_burst: int = 60
     # "memory": one token bucket per key in each API process (one replica). "redis": a shared

@@ -55,26 +55,30 @@ class MissingInput(Exception):
     """A file the job names is gone (deleted after the job was created)."""
 
 
-def _read_status(db: str, job_id: str) -> tuple[str | None, str | None]:
-    """The job's status and queue (None, None: no such job)."""
+def _read_status(db: str, job_id: str) -> str | None:
     def read():
         with session_scope(db) as s:
-            row = s.execute(select(JobRow.status, JobRow.queue).where(JobRow.id == job_id)).first()
-            return (row.status, row.queue) if row else (None, None)
+            return s.scalar(select(JobRow.status).where(JobRow.id == job_id))
 
     return with_retry(read, "read the job's status")
 
 
-def _hold_for_quota(db: str, job_id: str, queue: str | None, limit: int, retry_seconds: float) -> None:
-    """The job's project is at its limit: the job stays `queued` and a delayed copy of this message
-    takes its place (recorded as the job's latest send, so the reaper's lost-message check does not
-    add a second copy). The first time, an event tells its owner why it waits."""
-    run_job.apply_async(args=[job_id], countdown=retry_seconds, queue=queue or get_settings().queue)
+def _hold_for_quota(db: str, job_id: str, limit: int) -> None:
+    """The job's project is at its limit: the job stays `queued`, this message is acknowledged, and
+    a reaper sends the job again in RLHF_QUOTA_RETRY_SECONDS: its last send is back-dated so that
+    the lost-message check (worker/reaper.py) finds it due then. The first time, an event tells
+    its owner why it waits.
+
+    Not a delayed (ETA) message: Celery keeps one in the memory of the worker that fetched it and
+    lets that worker take another job meanwhile, so the held job would wait behind that job
+    however long it runs (celery/celery#6500), while other workers sit idle."""
+    settings = get_settings()
+    due = time.time() + settings.quota_retry_seconds - settings.resend_queued_seconds
     message = f"Waiting: the project already runs its limit of {limit} concurrent job(s)"
 
     def write():
         with session_scope(db) as s:
-            s.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=time.time()))
+            s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED).values(sent_at=due))
             if not s.scalar(select(EventRow.id).where(EventRow.job_id == job_id, EventRow.message == message).limit(1)):
                 s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="info", message=message))
 
@@ -93,7 +97,7 @@ def run_job(job_id: str) -> None:
 def _run_job(job_id: str) -> None:
     settings = get_settings()
     db = settings.database_url
-    status, queue = _read_status(db, job_id)
+    status = _read_status(db, job_id)
     if status is None or status in TERMINAL or status == PAUSED:
         log.info("skipping job %s (status %s)", job_id, status)
         return
@@ -107,7 +111,7 @@ def _run_job(job_id: str) -> None:
     if outcome == lease.PROJECT_FULL:
         log.info("job %s: its project runs %s job(s), its limit; retrying in %ss", job_id, limit,
                  settings.quota_retry_seconds)
-        _hold_for_quota(db, job_id, queue, limit, settings.quota_retry_seconds)
+        _hold_for_quota(db, job_id, limit)
         return
     if outcome != lease.ACQUIRED:
         log.warning("job %s is leased by another worker (or no longer queued); not starting it twice", job_id)
@@ -152,8 +156,7 @@ def _drop_local_copy(db: str, job_id: str) -> None:
     store = ArtifactStore.from_settings(get_settings())
     if store.remote is None:
         return  # the local directory is the only copy
-    status, _ = _read_status(db, job_id)
-    if status in TERMINAL:
+    if _read_status(db, job_id) in TERMINAL:
         shutil.rmtree(store.path(store.job_key(job_id)), ignore_errors=True)
         log.info("job %s ended; removed its local working copy (the bucket keeps it)", job_id)
 

@@ -85,33 +85,32 @@ def test_extra_jobs_of_a_project_wait_queued_and_start_when_a_slot_frees(make_st
     first = stack.create_job(n_epochs=10, client=limited)  # 40 steps
     stack.wait_row(first, lambda r: r["status"] == "running", what="the first job running")
     second = stack.create_job(n_epochs=1, client=limited)
-    elsewhere = stack.create_job(n_epochs=1, client=other)
+    stack.wait_row(second, lambda r: any(m.startswith("Waiting: the project already runs its limit of 1")
+                                         for m in _messages(limited, second)), 60, "the second job held")
+    assert limited.get(f"/v1/fine_tuning/jobs/{second}").json()["status"] == "queued"
+    # Another project's long job takes the free worker: it is not held back by this project's limit,
+    # and the held job must not end up waiting behind it either.
+    elsewhere = stack.create_job(n_epochs=100, client=other)  # 400 steps
 
-    held_seen = False
     while True:  # until the first job ends, the second must never be running
         # The second job first: had it started while the first still ran, the first reads `running`.
         second_row, first_row = stack.row(second), stack.row(first)
         if first_row["status"] != "running":
             break
         assert second_row["status"] == "queued" and second_row["attempts"] == 0, (second_row, stack.logs())
-        if not held_seen and any(m.startswith("Waiting: the project already runs its limit of 1")
-                                 for m in _messages(limited, second)):
-            held_seen = True
-            api_view = limited.get(f"/v1/fine_tuning/jobs/{second}").json()
-            assert api_view["status"] == "queued", api_view
         time.sleep(0.1)
 
-    assert held_seen, stack.logs()
-    for job_id, client in ((first, limited), (second, limited), (elsewhere, other)):
+    for job_id in (first, second):
         stack.wait_row(job_id, lambda r: r["status"] in ("succeeded", "failed", "cancelled"), what="a final status")
-        assert client.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "succeeded", stack.logs()
+        assert limited.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "succeeded", stack.logs()
     first_row, second_row, other_row = stack.row(first), stack.row(second), stack.row(elsewhere)
-    assert second_row["started_at"] >= first_row["finished_at"]
-    assert second_row["attempts"] == 1
-    # The other project's job ran beside the first one: the limit is per project, not global.
-    assert other_row["started_at"] < first_row["finished_at"]
+    assert second_row["started_at"] >= first_row["finished_at"] and second_row["attempts"] == 1
+    # The other project's job ran beside the first one (the limit is per project), and is still
+    # running: the second job started on the worker the first one freed, without waiting for it.
+    assert other_row["started_at"] < first_row["finished_at"] and other_row["status"] == "running", other_row
     waits = [m for m in _messages(limited, second) if m.startswith("Waiting:")]
     assert len(waits) == 1, waits  # said once, however many times it was retried
+    assert other.post(f"/v1/fine_tuning/jobs/{elsewhere}/cancel").json()["status"] == "cancelled"
 
 
 def _messages(client, job_id: str) -> list[str]:
