@@ -4,6 +4,13 @@ A causal LM's hidden state at position t predicts token t+1. Running the LM head
 position wastes (prompt + padding) / total of its FLOPs and memory, the largest single tensor in
 the step ([tokens, vocab]). We run the decoder, gather the hidden states that predict completion
 tokens, and project only those.
+
+Both layouts address those positions with flat indices (`pred_index`, `targets`, `seq`) so the
+device never has to tell the host how many there are: the plain layout's are computed from its
+mask while it is still on the CPU, and the per-sequence counts come from an index_add (bincount
+and boolean-mask indexing make the host wait for the GPU to learn their output size). The
+forwards ask for no KV cache (`use_cache=False`; transformers builds one by default, from
+config.use_cache): nothing here reads it.
 """
 
 from __future__ import annotations
@@ -29,24 +36,18 @@ def completion_logps(model, batch: dict, *, temperature: float = 1.0, return_tok
     """
     lm = _unwrap(model)
     device = next(lm.parameters()).device
-    input_ids = batch["input_ids"].to(device)
-
     if "pred_index" in batch:
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device),
-                                  position_ids=batch["position_ids"].to(device)).last_hidden_state
-        selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["pred_index"].to(device))
-        targets = batch["targets"].to(device)
-        rows = batch["seq"].to(device)
-        num_rows = batch["num_seqs"]
-    else:
-        attention_mask = batch["attention_mask"].to(device)
-        loss_mask = batch["loss_mask"].to(device)
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        predicts = loss_mask[:, 1:]  # hidden[:, t] predicts input_ids[:, t + 1]
-        selected = hidden[:, :-1][predicts]
-        targets = input_ids[:, 1:][predicts]
-        num_rows = input_ids.shape[0]
-        rows = torch.arange(num_rows, device=device)[:, None].expand_as(predicts)[predicts]
+        positions = batch["position_ids"].to(device)
+        pred_index, targets, rows, num_rows = batch["pred_index"], batch["targets"], batch["seq"], batch["num_seqs"]
+    else:  # the model derives positions from the mask
+        positions = None
+        pred_index, targets, rows = _plain_addresses(batch["input_ids"], batch["loss_mask"])
+        num_rows = batch["input_ids"].shape[0]
+    hidden = lm.get_decoder()(input_ids=batch["input_ids"].to(device),
+                              attention_mask=batch["attention_mask"].to(device),
+                              position_ids=positions, use_cache=False).last_hidden_state
+    selected = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_index.to(device))
+    targets, rows = targets.to(device), rows.to(device)
 
     logits = lm.get_output_embeddings()(selected).float()
     if temperature != 1.0:
@@ -54,7 +55,16 @@ def completion_logps(model, batch: dict, *, temperature: float = 1.0, return_tok
     token_logps = logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     sums = torch.zeros(num_rows, device=device, dtype=token_logps.dtype).index_add_(0, rows, token_logps)
-    counts = torch.bincount(rows, minlength=num_rows)
+    counts = torch.zeros(num_rows, device=device, dtype=torch.long).index_add_(0, rows, torch.ones_like(rows))
     if return_token_logps:
         return sums, counts, token_logps, rows
     return sums, counts
+
+
+def _plain_addresses(input_ids: torch.Tensor, loss_mask: torch.Tensor):
+    """(pred_index, targets, rows) of a right-padded batch, row-major: the hidden state at flat
+    position b * T + t predicts input_ids[b, t + 1] for every completion token (loss_mask) there.
+    Run on the collated CPU tensors, this costs the device no synchronisation."""
+    width = input_ids.shape[1]
+    rows, cols = loss_mask[:, 1:].nonzero(as_tuple=True)
+    return rows * width + cols, input_ids[rows, cols + 1], rows

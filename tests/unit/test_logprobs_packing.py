@@ -115,3 +115,19 @@ def test_dpo_step_same_with_and_without_packing(model, loss_type):
     assert s1["padding_fraction"] < s0["padding_fraction"]
     for name, g in g0.items():
         assert torch.allclose(g, g1[name], atol=1e-5, rtol=0), name
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_logprob_forward_builds_no_kv_cache(model, packing):
+    """A training forward has no use for a KV cache; building one costs memory kept for the backward."""
+    pairs = _pairs()
+    batch = pack_pairs(pairs, 0) if packing else collate_pairs(pairs, 0)
+    caches = []
+    hook = model.get_base_model().get_decoder().register_forward_hook(
+        lambda _module, _args, out: caches.append(out.past_key_values))
+    try:
+        with torch.no_grad():
+            completion_logps(model, batch)
+    finally:
+        hook.remove()
+    assert caches == [None]
