@@ -25,6 +25,9 @@ Fixtures (all session-scoped except `db`):
     idle_db             a SQLAlchemy session on idle_api's database.
     db                  a SQLAlchemy session on migrated_db, to look at rows directly.
 
+With CI set, a skipped test is reported as a failure (`pytest_runtest_makereport` below): in CI
+nothing the suite needs may be missing, so a skip there means a broken install, not a choice.
+
 A worker fixture starts the worker with the same settings:
 
     subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", ...],
@@ -41,6 +44,16 @@ from pathlib import Path
 import pytest
 
 from tests import infra
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped with CI set, where nothing the suite needs may be missing: {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests import infra
+from tests import infra, preflight
 from tests.integration.helpers import jsonl, preference_line, upload
 
-CHROMIUM = next(filter(None, (shutil.which(n) for n in ("chromium", "chromium-browser"))), None)
-CHROMEDRIVER = shutil.which("chromedriver") or next(
-    (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None)
+CHROMIUM, CHROMEDRIVER = preflight.chromium(), preflight.chromedriver()
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="no chromium/chromedriver binary (Debian: apt-get install chromium chromium-driver; "
-                              "scripts/test.sh installs them when run as root)"),
+                              "scripts/test.sh installs them when run as root; with CI set this skip fails)"),
 ]
 
 ARTIFACTS = Path(os.environ.get("RLHF_TEST_ARTIFACTS") or infra.REPO / "test-artifacts")
