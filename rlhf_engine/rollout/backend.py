@@ -10,6 +10,14 @@ cache rows copied: REBEL's two responses per prompt and REFUEL's two continuatio
 dialogue prefix share one prefill (on CPU the prefill of a long dialogue costs more than the
 decoding). `make_backend` picks vLLM only when the package and a GPU are both present.
 
+Randomness is per row: row i of a request draws from its own stream, seeded by `seed[i]` when
+`seed` is a list, else by a hash of (seed, i). A row's samples therefore depend on its prompt and
+its seed only, never on the other rows, their order, the batch size or the length-sorted batching:
+common random numbers survive a change of the batch (the policy and the base replaying the same
+seeds in evaluate_dialogue.py, a resumed collection). The streams live on the model's device (a
+CUDA sampler refuses a CPU generator), and the decode loop waits for the device once per step, to
+learn which rows stopped; tokens and log-probs stay there until the batch is done.
+
 `Completion.logprob_sum` is the sampler's own sum of log pi(token) (temperature-scaled logits); it
 is diagnostic only: training recomputes log-probs through rlhf_engine.logprobs, so collection and
 training share one code path.
@@ -18,6 +26,8 @@ training share one code path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,7 +43,28 @@ class Completion:
 
 class Backend(Protocol):
     def generate(self, prompts_token_ids: list[list[int]], *, max_new_tokens: int, temperature: float,
-                 top_p: float, stop_token_ids: list[int], seed: int) -> list[Completion]: ...
+                 top_p: float, stop_token_ids: list[int], seed: int | Sequence[int]) -> list[Completion]: ...
+
+
+def row_seeds(seed: int | Sequence[int], rows: int) -> list[int]:
+    """One sampling seed per row of a request: the given list, or hashes of (seed, row).
+
+    A hash, not seed + row, so that row 1 under seed s and row 0 under seed s + 1 (successive
+    generate calls of a Roller) do not share a stream."""
+    if isinstance(seed, Sequence):
+        if len(seed) != rows:
+            raise ValueError(f"{len(seed)} seeds for {rows} prompts")
+        return [int(s) for s in seed]
+    digests = (hashlib.blake2b(f"{int(seed)},{row}".encode(), digest_size=8).digest() for row in range(rows))
+    return [int.from_bytes(d, "big") >> 1 for d in digests]  # 63 bits: any generator takes it
+
+
+def row_uniforms(seeds: Sequence[int], steps: int, device) -> torch.Tensor:
+    """[rows, steps] uniforms in [0, 1): row i's are the first `steps` draws of a generator on
+    `device` seeded with seeds[i], so they do not depend on which rows share its batch."""
+    draws = [torch.rand(steps, generator=torch.Generator(device=device).manual_seed(s), device=device,
+                        dtype=torch.float64) for s in seeds]
+    return torch.stack(draws) if draws else torch.empty((0, steps), device=device, dtype=torch.float64)
 
 
 def stop_ids(tokenizer) -> list[int]:
@@ -46,9 +77,10 @@ def stop_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator):
-    """Sample from softmax(logits / T) restricted to the top-p nucleus; also return log pi(token)
-    under the temperature-scaled distribution (before the nucleus cut, as training computes it)."""
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None):
+    """Sample from softmax(logits / T) restricted to the top-p nucleus, one uniform per row; also
+    return log pi(token) under the temperature-scaled distribution (before the nucleus cut, as
+    training computes it)."""
     if temperature <= 0:  # greedy
         tok = logits.argmax(-1)
         return tok, torch.zeros_like(tok, dtype=torch.float)
@@ -60,8 +92,20 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, gen: tor
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    tok = inverse_cdf(probs, uniforms)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative weight exceeds u * total: a draw from the
+    (unnormalised) weights that uses exactly one uniform, so each row can bring its own.
+
+    Float64, so that a token far below float32's resolution of a running sum near 1 keeps its
+    probability; a zero weight never holds an interval, and the clamp only guards u * total
+    rounding up to the total."""
+    cdf = weights.double().cumsum(-1)
+    tok = torch.searchsorted(cdf, (uniforms.double() * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    return tok.clamp_(max=weights.shape[-1] - 1)
 
 
 class HFBackend:
@@ -78,7 +122,7 @@ class HFBackend:
     @torch.no_grad()
     def generate(self, prompts_token_ids, *, max_new_tokens, temperature=1.0, top_p=1.0, stop_token_ids=(),
                  seed=0) -> list[Completion]:
-        gen = torch.Generator().manual_seed(seed)
+        seeds = row_seeds(seed, len(prompts_token_ids))
         out: list[Completion | None] = [None] * len(prompts_token_ids)
         # Group identical prompts, then batch the unique ones by length (less padding).
         unique: dict[tuple, list[int]] = {}
@@ -99,16 +143,17 @@ class HFBackend:
                         chunk.append(k)
                         rows += len(unique[k])
                     rows_done += len(chunk)
-                    results = self._generate_batch([list(k) for k in chunk], [len(unique[k]) for k in chunk],
-                                                   max_new_tokens, temperature, top_p, set(stop_token_ids), gen)
                     targets = [i for k in chunk for i in unique[k]]
+                    results = self._generate_batch([list(k) for k in chunk], [len(unique[k]) for k in chunk],
+                                                   [seeds[i] for i in targets], max_new_tokens, temperature, top_p,
+                                                   stop_token_ids)
                     for i, completion in zip(targets, results):
                         out[i] = completion
         finally:
             self.model.train(was_training)
         return out
 
-    def _generate_batch(self, prompts, copies, max_new_tokens, temperature, top_p, stops, gen):
+    def _generate_batch(self, prompts, copies, seeds, max_new_tokens, temperature, top_p, stop_token_ids):
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -122,38 +167,41 @@ class HFBackend:
                              logits_to_keep=1)
         cache = prefill.past_key_values
         # Copy each unique prompt's cache row once per requested sample.
-        expand = torch.repeat_interleave(torch.arange(len(prompts), device=device),
-                                         torch.tensor(copies, device=device))
+        expand = torch.tensor([i for i, c in enumerate(copies) for _ in range(c)], device=device)
         cache.reorder_cache(expand)
         logits, mask, last_pos = prefill.logits[expand, -1], mask[expand], positions[expand, -1]
 
-        n = len(expand)
-        tokens = [[] for _ in range(n)]
-        logps = [0.0] * n
-        finished = [False] * n
-        active = torch.arange(n, device=device)  # original row of each batch row
+        n = len(seeds)
+        uniforms = row_uniforms(seeds, max_new_tokens, device) if temperature > 0 else None
+        stops = torch.tensor(sorted(set(stop_token_ids)), dtype=torch.long, device=device)
+        tokens = torch.full((n, max_new_tokens), self.pad_id, dtype=torch.long, device=device)
+        logp_sums = torch.zeros(n, dtype=torch.float64, device=device)
+        lengths, finished = [max_new_tokens] * n, [False] * n
+        rows = list(range(n))  # original row of each batch row
+        active = torch.arange(n, device=device)
         for step_i in range(max_new_tokens):
-            tok, lp = sample_next(logits, temperature, top_p, gen)
-            keep = []
-            for j, (row, t, l) in enumerate(zip(active.tolist(), tok.tolist(), lp.tolist())):
-                tokens[row].append(t)
-                logps[row] += l
-                if t in stops:
-                    finished[row] = True
-                else:
-                    keep.append(j)
+            tok, lp = sample_next(logits, temperature, top_p, None if uniforms is None else uniforms[active, step_i])
+            tokens[active, step_i] = tok
+            logp_sums.index_add_(0, active, lp.double())
+            stopped = torch.isin(tok, stops).tolist()  # the step's one wait for the device
+            for row, s in zip(rows, stopped):
+                if s:
+                    finished[row], lengths[row] = True, step_i + 1
+            keep = [j for j, s in enumerate(stopped) if not s]
             if not keep or step_i == max_new_tokens - 1:
                 break
-            if len(keep) < len(active):  # drop finished rows from the batch and the cache
+            if len(keep) < len(rows):  # drop finished rows from the batch and the cache
                 sel = torch.tensor(keep, device=device)
                 cache.batch_select_indices(sel)
+                rows = [rows[j] for j in keep]
                 active, tok, mask, last_pos = active[sel], tok[sel], mask[sel], last_pos[sel]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             last_pos = last_pos + 1
             step = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=last_pos[:, None],
                               past_key_values=cache, use_cache=True)
             logits = step.logits[:, -1]
-        return [Completion(tokens[i], logps[i], finished[i]) for i in range(n)]
+        tokens, logp_sums = tokens.tolist(), logp_sums.tolist()
+        return [Completion(tokens[i][:lengths[i]], logp_sums[i], finished[i]) for i in range(n)]
 
 
 def make_backend(model, tokenizer, *, use_adapter: bool = True, batch_size: int = 32) -> Backend:

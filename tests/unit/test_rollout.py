@@ -8,7 +8,7 @@ import torch
 from rlhf_engine.data.batching import collate
 from rlhf_engine.data.examples import Message
 from rlhf_engine.logprobs import completion_logps
-from rlhf_engine.rollout.backend import HFBackend, stop_ids
+from rlhf_engine.rollout.backend import HFBackend, inverse_cdf, row_seeds, row_uniforms, stop_ids
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, encode_prompt
 from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
 
@@ -70,6 +70,50 @@ def test_sampling_is_seeded_and_its_logprobs_match_the_training_path(tiny):
         sums, _ = completion_logps(model.eval(), collate([(p, o.token_ids) for p, o in zip(prompts, out)],
                                                          tok.pad_token_id), temperature=0.7)
     assert sums.tolist() == pytest.approx([o.logprob_sum for o in out], abs=1e-3)
+
+
+def test_a_rows_samples_depend_on_its_prompt_and_seed_only(tiny):
+    """Per-row random streams: common random numbers survive any change to the rest of the batch."""
+    model, tok = tiny
+    backend = HFBackend(model, tok.pad_token_id)
+    a, b, c = ids(tok, "hello"), ids(tok, "good answer please"), ids(tok, "What is the capital of France?")
+    # Every sixth token stops a row: rows leave the batch at different steps.
+    kw = dict(max_new_tokens=10, temperature=1.0, top_p=0.9, stop_token_ids=list(range(0, model.config.vocab_size, 6)))
+    alone = backend.generate([a], seed=[11], **kw)[0].token_ids
+    crowded = backend.generate([c, a, b, a], seed=[5, 11, 7, 12], **kw)
+    assert crowded[1].finished and len(crowded[1].token_ids) < 10 and not crowded[2].finished
+    reordered = backend.generate([b, a, c], seed=[7, 11, 5], **kw)
+    one_per_batch = HFBackend(model, tok.pad_token_id, batch_size=1).generate([c, a, b], seed=[5, 11, 7], **kw)
+    assert crowded[1].token_ids == reordered[1].token_ids == one_per_batch[1].token_ids == alone
+    assert crowded[3].token_ids != alone  # the same prompt under another seed: another draw
+    # An int seed gives row i the stream of (seed, i): neither another row's prompt (here a shorter one,
+    # which the length sort puts first) nor the batch size matters.
+    first = backend.generate([b, c], seed=3, **kw)
+    assert backend.generate([b, a], seed=3, **kw)[0].token_ids == first[0].token_ids
+    one_by_one = HFBackend(model, tok.pad_token_id, batch_size=1).generate([b, c], seed=3, **kw)
+    assert [o.token_ids for o in one_by_one] == [o.token_ids for o in first]
+
+
+def test_row_seeds_and_streams():
+    seeds = row_seeds(4, 3)
+    assert seeds == row_seeds(4, 3) and len(set(seeds)) == 3
+    assert row_seeds(4, 2)[1] != row_seeds(5, 2)[0]  # successive calls' seeds do not share streams
+    assert row_seeds([9, 9], 2) == [9, 9]
+    with pytest.raises(ValueError):
+        row_seeds([1], 2)
+    # The generators are made on the device asked for, the model's (CUDA: tests/unit/test_gpu_path_generation.py).
+    u = row_uniforms(seeds, 5, torch.device("cpu"))
+    assert u.device.type == "cpu" and u.shape == (3, 5) and ((0 <= u) & (u < 1)).all()
+    assert torch.equal(u[2], row_uniforms(seeds[2:], 5, "cpu")[0])
+
+
+def test_inverse_cdf_draws_in_proportion_and_never_a_zero_weight():
+    weights = torch.tensor([0.0, 1.0, 0.0, 3.0, 0.0]).expand(1000, 5)
+    u = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000  # an even grid over [0, 1)
+    drawn = inverse_cdf(weights, u)
+    assert set(drawn.tolist()) == {1, 3} and (drawn == 1).sum().item() == 250
+    edges = inverse_cdf(weights[:2], torch.tensor([0.0, 1 - 2 ** -53], dtype=torch.float64))
+    assert edges.tolist() == [1, 3]  # the ends of [0, 1) land on the first and last non-zero weight
 
 
 def test_adapter_can_be_disabled_for_the_base_policy(tiny):
