@@ -16,6 +16,10 @@ to float rounding; the prompt costs P tokens instead of 2P. Segments are packed 
 Targets are addressed explicitly: the first chosen and the first rejected token are both
 predicted by the last prompt position, which is why a batch carries `pred_index` (flat position
 of the predicting hidden state) instead of a shifted mask.
+
+The mask is a function of two small [rows, L] id tensors (segment and branch of each token,
+`may_attend`). It is built from them on the model's device, never as a [rows, 1, L, L] tensor on
+the host copied over each micro-batch.
 """
 
 from __future__ import annotations
@@ -46,11 +50,32 @@ def _place(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
-def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | None = None) -> dict:
+def may_attend(seg_q, seg_k, branch_q, branch_k, q, k):
+    """The packed layout's attention rule for query token q and key token k of one row.
+
+    Elementwise over tensors: broadcast [rows, L, 1] against [rows, 1, L] for the dense mask,
+    or scalars inside flex_attention's mask_mod; the one statement of the rule for both.
+    A padding token (segment -1) attends to itself only, so no softmax row is empty.
+    """
+    same_branch = (branch_k == PROMPT) | (branch_q == branch_k)
+    return ((seg_q == seg_k) & (seg_q >= 0) & same_branch & (k <= q)) | (q == k)
+
+
+def dense_mask(segment: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """[rows, 1, L, L] bool (True = may attend) from [rows, L] ids, on their device."""
+    idx = torch.arange(segment.shape[1], device=segment.device)
+    mask = may_attend(segment[:, :, None], segment[:, None, :], branch[:, :, None], branch[:, None, :],
+                      idx[:, None], idx[None, :])
+    return mask[:, None]
+
+
+def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | None = None,
+               device: torch.device | str | None = None) -> dict:
     """Pack pairs into prefix-shared rows.
 
-    Returns input_ids/position_ids [rows, L], attention_mask [rows, 1, L, L] (bool, True = may
-    attend), and for every completion token: pred_index (flat index into [rows * L] of the hidden
+    Returns input_ids/position_ids [rows, L], segment_ids/branch_ids [rows, L] (on `device`),
+    attention_mask [rows, 1, L, L] (bool, True = may attend; built on `device`, default the
+    host), and for every completion token: pred_index (flat index into [rows * L] of the hidden
     state predicting it), targets (its id) and seq (0..n-1 chosen of pair i, n..2n-1 rejected).
     `num_seqs` = 2n; `tokens` = real tokens in the batch; `padding_fraction` of [rows, L].
     """
@@ -92,17 +117,14 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
                 seq.extend([sid] * len(ids))
             at += lengths[i]
 
-    idx = torch.arange(width)
-    causal = idx[None, :] <= idx[:, None]  # [L(q), L(k)]
-    same = group[:, :, None] == group[:, None, :]
-    visible = (branch[:, None, :] == PROMPT) | (branch[:, :, None] == branch[:, None, :])
-    mask = same & visible & causal & (group[:, :, None] >= 0)
-    mask |= torch.eye(width, dtype=torch.bool)  # padding attends to itself only: no empty softmax rows
+    group, branch = group.to(device), branch.to(device)
     tokens = sum(lengths)
     return {
         "input_ids": input_ids,
         "position_ids": position_ids,
-        "attention_mask": mask[:, None],
+        "segment_ids": group,
+        "branch_ids": branch,
+        "attention_mask": dense_mask(group, branch),
         "pred_index": torch.tensor(pred_index, dtype=torch.long),
         "targets": torch.tensor(targets, dtype=torch.long),
         "seq": torch.tensor(seq, dtype=torch.long),

@@ -1,8 +1,11 @@
 """Reference-policy log-probs: computed once per (base model, tokenised dataset), cached on disk.
 
 The reference is the base model itself: the policy with its LoRA adapter disabled, so no second
-copy of the weights is ever loaded. The values depend only on the base weights and the exact
-token ids, so they are keyed by a hash of both and reused across epochs, resumes and jobs.
+copy of the weights is ever loaded. The values depend on the base weights, the exact token ids and
+the precision the forward ran in (rlhf_engine/precision.py: a CPU fp32 reference differs from a
+GPU bf16 one by as much as a DPO margin), so they are keyed by a hash of all three and reused
+across epochs, resumes and jobs. The pass runs in the job's precision, as training does, so that
+DPO's margin is 0 at step 0.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import torch
 
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.precision import Precision
 
 
-def cache_key(model_dir: Path, pairs: list[TokenizedPair]) -> str:
-    h = hashlib.sha256()
+def cache_key(model_dir: Path, pairs: list[TokenizedPair], precision: Precision) -> str:
+    h = hashlib.sha256(precision.tag.encode())
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         st = f.stat()
         h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -28,40 +32,43 @@ def cache_key(model_dir: Path, pairs: list[TokenizedPair]) -> str:
 
 @torch.no_grad()
 def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
-            packing: bool | None = None) -> torch.Tensor:
-    """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model.
+            packing: bool | None = None, precision: Precision | None = None) -> torch.Tensor:
+    """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model, in
+    `precision` (the job's; default the weights' own dtype).
 
     Prefix-shared packing (rlhf_engine/packing.py) unless `packing=False`; the values are the same.
     """
     from rlhf_engine.algorithms.dpo import make_batch, packing_default
 
     packing = packing_default() if packing is None else packing
+    precision = precision or Precision.native(model)
+    device = next(model.parameters()).device
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
     # Sorting by length keeps padding low; the order does not matter for a no-grad pass.
     order = sorted(range(len(pairs)), key=lambda i: (pairs[i].num_tokens, i))
     was_training = model.training
     model.eval()
     disable = model.disable_adapter() if hasattr(model, "disable_adapter") else _null()
-    with disable:
+    with disable, precision.autocast():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing)[0])
-            n = len(idx)
-            out[idx, 0] = sums[:n].double().cpu()
-            out[idx, 1] = sums[n:].double().cpu()
+            sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing, device)[0])
+            n, sums = len(idx), sums.double().cpu()
+            out[idx, 0], out[idx, 1] = sums[:n], sums[n:]
     model.train(was_training)
     return out
 
 
 def load_or_compute(model, model_dir: Path, pairs: list[TokenizedPair], pad_id: int,
-                    cache_dir: Path | None) -> tuple[torch.Tensor, bool]:
+                    cache_dir: Path | None, precision: Precision) -> tuple[torch.Tensor, bool]:
     """Returns (logps, hit) where hit says whether the cache answered."""
     from safetensors.torch import load_file, save_file
 
-    path = Path(cache_dir) / "reference" / f"{cache_key(model_dir, pairs)}.safetensors" if cache_dir else None
+    key = cache_key(model_dir, pairs, precision)
+    path = Path(cache_dir) / "reference" / f"{key}.safetensors" if cache_dir else None
     if path and path.exists():
         return load_file(path)["logps"], True
-    logps = compute(model, pairs, pad_id)
+    logps = compute(model, pairs, pad_id, precision=precision)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

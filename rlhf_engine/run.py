@@ -62,9 +62,9 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
         cache_dir: Path | None = None, resume_from: Path | None = None, resolve_reward_job=None) -> RunResult:
     """resolve_reward_job(job_id) -> Path: artifacts dir of a finished reward_model job (holding
     `adapter/`), for online methods whose reward source is `{"type": "job"}`; None disables those."""
-    import torch
     from transformers.utils import logging as hf_logging
 
+    from rlhf_engine import precision as precisions
     from rlhf_engine.export import save_adapter
     from rlhf_engine.models import loading
     from rlhf_engine.train import fit
@@ -77,25 +77,33 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
 
     started = time.perf_counter()
     model_dir = loading.materialise(registry.get(config.model), cache_dir)
+    precision = precisions.decide(config.precision, loading.pick_device())  # for every forward of the job
     if method.type == "reward_model":  # a sequence classifier, not a causal LM: its own loader
         from rlhf_engine.algorithms.reward_model import run_reward_model
 
-        return run_reward_model(config, model_dir, reporter, cache_dir=cache_dir, resume_from=resume_from)
-    device = loading.pick_device()
+        return run_reward_model(config, model_dir, reporter, precision, cache_dir=cache_dir, resume_from=resume_from)
+    online = method.type in ("rebel", "refuel")
     tokenizer = loading.load_tokenizer(model_dir)
-    base = loading.load_causal_lm(model_dir, device=device)
+    base = loading.load_causal_lm(model_dir, dtype=precision.weights, device=precision.device)
     if hp.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
-    model = loading.add_lora(base, hp.lora, seed=config.seed)
-    reporter.event(f"Loaded {config.model} on {device} in {time.perf_counter() - started:.1f}s",
+    lora = hp.lora
+    if online and lora.dropout:
+        # log pi_t (collection, eval mode) and the training forward must be one function, or the
+        # step-0 log-ratio is dropout noise instead of 0: these methods train without it.
+        reporter.event(f"LoRA dropout {lora.dropout} is turned off: {method.type} compares the policy with "
+                       "log pi_t computed without dropout", level="warning")
+        lora = lora.model_copy(update={"dropout": 0.0})
+    model = loading.add_lora(base, lora, seed=config.seed)
+    reporter.event(f"Loaded {config.model} on {precision.device} ({precision.tag}) in "
+                   f"{time.perf_counter() - started:.1f}s",
                    data={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})
-    autocast = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
 
-    if method.type in ("rebel", "refuel"):
+    if online:
         from rlhf_engine.algorithms.online import run_online
 
-        return run_online(config, model, tokenizer, model_dir, reporter, registry=registry,
+        return run_online(config, model, tokenizer, model_dir, reporter, registry=registry, precision=precision,
                           cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job)
 
     train_set = formats.load_jsonl(config.training_file).examples
@@ -109,8 +117,9 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
         from rlhf_engine.algorithms.dpo import DPO
 
         t0 = time.perf_counter()
-        ref, hit = reference.load_or_compute(model, model_dir, pairs, pad_id, cache_dir)
-        eval_ref = reference.load_or_compute(model, model_dir, eval_pairs, pad_id, cache_dir)[0] if eval_pairs else None
+        ref, hit = reference.load_or_compute(model, model_dir, pairs, pad_id, cache_dir, precision)
+        eval_ref = (reference.load_or_compute(model, model_dir, eval_pairs, pad_id, cache_dir, precision)[0]
+                    if eval_pairs else None)
         reporter.event(f"Reference log-probs {'loaded from cache' if hit else 'computed'} for {len(pairs)} pairs "
                        f"in {time.perf_counter() - t0:.1f}s")
         algo = DPO(hp, pairs, ref.float(), pad_id, eval_pairs, eval_ref.float() if eval_ref is not None else None)
@@ -123,7 +132,7 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
 
     reporter.event(f"Training {method.type} on {algo.num_examples} examples for {hp.epochs} epoch(s)")
     result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir,
-                 resume_from=resume_from, autocast_dtype=autocast)
+                 resume_from=resume_from, precision=precision)
     if result.stopped:
         return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
     adapter = save_adapter(model, out_dir / "adapter", config.model)

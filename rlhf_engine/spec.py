@@ -255,6 +255,9 @@ class TrainConfig(StrictModel):
     seed: int = Field(42, ge=0, le=2**31 - 1)
     method: Method = Field(default_factory=lambda: Method(type="dpo"))
     output_dir: str = "runs/latest"
+    # One precision for every forward of the job (rlhf_engine/precision.py): "auto" is bf16 autocast
+    # on a CUDA device with bf16, fp32 elsewhere; "bf16" asks for bf16 autocast on any device.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The one training loop every gradient-based method uses.
 
 An algorithm supplies `num_examples`, `loss(model, indices) -> (loss, stats, tokens)` and
-`evaluate(model)`; the loop owns the data order, gradient accumulation, clipping, the LR schedule,
+`evaluate(model)`; stats may be tensors on the model's device, which the loop averages there and
+reads back once per step (a `.item()` per micro-batch would stall the GPU each time). The loop owns the data order, gradient accumulation, clipping, the LR schedule,
 evaluation, checkpoints, exact resume and reporting. Data order is a pure function of
 (seed, epoch), and the RNG state travels in checkpoints, so a resumed run retraces an
 uninterrupted one step for step.
@@ -18,6 +19,7 @@ import torch
 
 from rlhf_engine import checkpoint
 from rlhf_engine.callbacks import Reporter
+from rlhf_engine.precision import Precision
 from rlhf_engine.spec import TrainingHyperparameters
 
 
@@ -57,11 +59,13 @@ def make_optimizer(model, hp: TrainingHyperparameters, total_steps: int):
 
 
 def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Reporter, out_dir: Path,
-        resume_from: Path | None = None, step_offset: int = 0, autocast_dtype=None) -> FitResult:
+        resume_from: Path | None = None, step_offset: int = 0, precision: Precision | None = None) -> FitResult:
     """Train `model` (a peft model) on `algo` for hp.epochs; checkpoints go to out_dir/checkpoints.
 
     step_offset shifts the reported step numbers (online methods call fit once per iteration).
+    Every forward, training and evaluation, runs in `precision` (default: the weights' own dtype).
     """
+    precision = precision or Precision.native(model)
     n = algo.num_examples
     bs = min(hp.examples_per_step, n)
     steps_per_epoch = math.ceil(n / bs)
@@ -74,7 +78,6 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         state = checkpoint.load(resume_from, model, optimizer, scheduler)
         reporter.event(f"Resumed from step {state.step + step_offset}", data={"checkpoint": str(resume_from)})
     model.train()
-    device_type = next(model.parameters()).device.type
     last: dict[str, float] = {}
 
     last_saved = state.step
@@ -91,40 +94,40 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
 
         # Gradient accumulation: split the step's examples into micro-batches weighted by size.
         micro = max(1, math.ceil(len(indices) / hp.gradient_accumulation_steps))
-        stats: dict[str, float] = {}
-        loss_total, tokens = 0.0, 0
+        sums: dict[str, torch.Tensor | float] = {}
+        tokens = 0
         for start in range(0, len(indices), micro):
             chunk = indices[start:start + micro]
             weight = len(chunk) / len(indices)
-            with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with precision.autocast():
                 loss, chunk_stats, chunk_tokens = algo.loss(model, chunk)
             (loss * weight).backward()
-            loss_total += loss.item() * weight
             tokens += chunk_tokens
-            for k, v in chunk_stats.items():
-                stats[k] = stats.get(k, 0.0) + v * weight
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], hp.max_grad_norm).item()
+            for k, v in {"loss": loss.detach(), **chunk_stats}.items():
+                sums[k] = sums.get(k, 0.0) + _as_float64(v) * weight
+        sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], hp.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        stats = to_floats(sums)  # the step's one host sync, once its work is queued
         state.step += 1
         state.trained_tokens += tokens
         elapsed = time.perf_counter() - started
 
-        last = {"loss": loss_total, **stats, "grad_norm": grad_norm, "learning_rate": lr,
+        last = {**stats, "learning_rate": lr,
                 "tokens_per_second": tokens / elapsed, "step_time": elapsed, "epoch": epoch + (within + 1) / steps_per_epoch}
         step = state.step + step_offset
         reporter.metrics(step, last, total_steps=total + step_offset)
 
         if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total:
-            _evaluate(model, algo, reporter, step)
+            _evaluate(model, algo, reporter, step, precision)
         if state.step % ckpt_every == 0 or state.step == total:
             _save(model, optimizer, scheduler, state, out_dir, step, last, reporter)
             last_saved = state.step
 
-    final_eval = _evaluate(model, algo, reporter, state.step + step_offset)
+    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision)
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
 
 
@@ -133,12 +136,28 @@ def _save(model, optimizer, scheduler, state, out_dir: Path, step: int, metrics:
     reporter.checkpoint(step, path, metrics)
 
 
-def _evaluate(model, algo, reporter: Reporter, step: int) -> dict[str, float] | None:
+def _evaluate(model, algo, reporter: Reporter, step: int, precision: Precision) -> dict[str, float] | None:
     model.eval()
     try:
-        values = algo.evaluate(model)
+        with precision.autocast():
+            values = algo.evaluate(model)
     finally:
         model.train()
     if values:
+        values = to_floats(values)
         reporter.metrics(step, values)
     return values
+
+
+def _as_float64(value):
+    """Metrics are summed in float64, as Python floats would be, wherever they live."""
+    return value.detach().double() if isinstance(value, torch.Tensor) else float(value)
+
+
+def to_floats(values: dict) -> dict[str, float]:
+    """Plain floats for the reporter, with one device-to-host copy for all tensor values."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if k not in keys}
+    if keys:
+        out.update(zip(keys, torch.stack([values[k].detach().double().reshape(()) for k in keys]).tolist()))
+    return {k: out[k] for k in values}

@@ -28,10 +28,11 @@ def packing_default() -> bool:
     return os.environ.get("RLHF_ENGINE_PACKING", "1").lower() not in ("0", "false", "no", "off")
 
 
-def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool) -> tuple[dict, float, int]:
-    """(batch, padding fraction, tokens the forward processes) in the packed or the plain layout."""
+def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool, device=None) -> tuple[dict, float, int]:
+    """(batch, padding fraction, tokens the forward processes) in the packed or the plain layout;
+    a packed batch's attention mask is built on `device`, where the forward runs."""
     if packing:
-        batch = pack_pairs(pairs, pad_id)
+        batch = pack_pairs(pairs, pad_id, device=device)
         return batch, batch["padding_fraction"], batch["tokens"]
     batch = collate_pairs(pairs, pad_id)
     return batch, padding_fraction(batch), int(batch["attention_mask"].sum())
@@ -68,7 +69,8 @@ class DPO:
         return len(self.pairs)
 
     def _forward(self, model, pairs, ref):
-        batch, padding, tokens = make_batch(pairs, self.pad_id, self.packing)
+        """(mean loss, statistics as tensors on the model's device, tokens processed)."""
+        batch, padding, tokens = make_batch(pairs, self.pad_id, self.packing, next(model.parameters()).device)
         sums, counts = completion_logps(model, batch)
         n = len(pairs)
         pi_w, pi_l = sums[:n], sums[n:]
@@ -81,12 +83,12 @@ class DPO:
         with torch.no_grad():
             r_w, r_l = beta * (pi_w - ref_w), beta * (pi_l - ref_l)
             stats = {
-                "rewards/chosen": r_w.mean().item(),
-                "rewards/rejected": r_l.mean().item(),
-                "rewards/margins": (r_w - r_l).mean().item(),
-                "rewards/accuracies": (r_w > r_l).float().mean().item(),
-                "logps/chosen": pi_w.mean().item(),
-                "logps/rejected": pi_l.mean().item(),
+                "rewards/chosen": r_w.mean(),
+                "rewards/rejected": r_l.mean(),
+                "rewards/margins": (r_w - r_l).mean(),
+                "rewards/accuracies": (r_w > r_l).float().mean(),
+                "logps/chosen": pi_w.mean(),
+                "logps/rejected": pi_l.mean(),
                 "padding_fraction": padding,
             }
         return per_example.mean(), stats, tokens
@@ -96,15 +98,15 @@ class DPO:
         return self._forward(model, [self.pairs[i] for i in indices], self.ref[indices])
 
     @torch.no_grad()
-    def evaluate(self, model, batch_size: int = 8) -> dict[str, float] | None:
+    def evaluate(self, model, batch_size: int = 8) -> dict[str, torch.Tensor] | None:
         if not self.eval_pairs:
             return None
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         n = len(self.eval_pairs)
         for start in range(0, n, batch_size):
             idx = list(range(start, min(start + batch_size, n)))
             loss, stats, _ = self._forward(model, [self.eval_pairs[i] for i in idx], self.eval_ref[idx])
-            for key, value in {"loss": loss.item(), **stats}.items():
-                totals[key] = totals.get(key, 0.0) + value * len(idx) / n
-        totals.pop("padding_fraction", None)
+            stats.pop("padding_fraction")
+            for key, value in {"loss": loss, **stats}.items():
+                totals[key] = totals.get(key, 0.0) + value.double() * len(idx) / n
         return {f"eval/{k}": v for k, v in totals.items()}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
 from rlhf_engine.data import formats
+from rlhf_engine.precision import Precision
 from rlhf_engine.rollout.backend import HFBackend, make_backend, stop_ids
 from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
@@ -44,8 +45,13 @@ def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
     return out
 
 
-def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
-    """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics."""
+def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None):
+    """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics.
+
+    log pi_t is computed in the job's `precision`, as the training forward will be. pi_ref enters
+    the returns only through the KL term: with kl_coef 0 its forward pass is skipped (and the
+    iteration reports no `rollout/kl_to_base`).
+    """
     kept = [c for c in candidates if c.a != c.b]
     identical = len(candidates) - len(kept)
     fits = [c for c in kept if len(c.prompt) + max(len(c.a), len(c.b)) <= hp.max_length]
@@ -55,17 +61,19 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
               if ra is not None and rb is not None]
     failed = len(fits) - len(scored)
     unscored = [Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0) for c, _, _ in scored]
-    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature)
-    ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False)
-    pairs, raw, kl = [], [], []
+    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, precision=precision)
+    kl_a, kl_b = [0.0] * len(scored), [0.0] * len(scored)  # log pi_t - log pi_ref on the sampled tokens
+    if hp.kl_coef:
+        ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False,
+                                  precision=precision)
+        kl_a, kl_b = [o - r for o, r in zip(old_a, ref_a)], [o - r for o, r in zip(old_b, ref_b)]
+    pairs, raw = [], []
     for i, (c, ra, rb) in enumerate(scored):
-        kl_a, kl_b = old_a[i] - ref_a[i], old_b[i] - ref_b[i]  # log pi_t - log pi_ref on the sampled tokens
         # R = r - kl_coef (log pi_t - log pi_ref) + eos_penalty [unfinished]
-        shaped_a = ra - hp.kl_coef * kl_a + hp.eos_penalty * (not c.finished_a)
-        shaped_b = rb - hp.kl_coef * kl_b + hp.eos_penalty * (not c.finished_b)
+        shaped_a = ra - hp.kl_coef * kl_a[i] + hp.eos_penalty * (not c.finished_a)
+        shaped_b = rb - hp.kl_coef * kl_b[i] + hp.eos_penalty * (not c.finished_b)
         pairs.append(Pair(c.prompt, c.a, c.b, old_a[i], old_b[i], shaped_a, shaped_b))
         raw += [ra, rb]
-        kl += [kl_a, kl_b]
     mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
     stats = {
         "rollout/pairs": float(len(pairs)),
@@ -74,7 +82,7 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int):
         "rollout/dropped_too_long": float(too_long),
         "rollout/reward_mean": mean(raw),
         "rollout/reward_gap": mean([abs(ra - rb) for _, ra, rb in scored]),
-        "rollout/kl_to_base": mean(kl),
+        **({"rollout/kl_to_base": mean(kl_a + kl_b)} if hp.kl_coef else {}),
         "rollout/response_tokens": mean([len(p.a) + len(p.b) for p in pairs]) / 2,
         "rollout/unfinished": mean([float(not f) for c, _, _ in scored for f in (c.finished_a, c.finished_b)]),
     }
@@ -104,7 +112,7 @@ class _MarkCheckpoints:
         return getattr(self.inner, name)
 
 
-def _users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str):
+def _users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str, precision=None):
     if getattr(hp, "user", None) is None or hp.user.type == "dataset":
         return DatasetUsers()
     if hp.user.model in (None, base_name):  # the base model: the policy with its adapter disabled
@@ -114,16 +122,16 @@ def _users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str):
 
     user_dir = loading.materialise(registry.get(hp.user.model), cache_dir)
     user_tok = loading.load_tokenizer(user_dir)
-    user_lm = loading.load_causal_lm(user_dir, device=str(next(model.parameters()).device))
+    precision = precision or Precision.native(model)
+    user_lm = loading.load_causal_lm(user_dir, dtype=precision.weights, device=precision.device)
     user_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p, tuple(stop_ids(user_tok)))
     return ModelUsers(make_backend(user_lm, user_tok, use_adapter=False), user_tok, user_sampling,
                       hp.user.system_prompt)
 
 
-def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache_dir=None, resume_from=None,
-               resolve_reward_job=None):
-    import torch
-
+def run_online(config, model, tokenizer, model_dir, reporter, *, registry, precision, cache_dir=None,
+               resume_from=None, resolve_reward_job=None):
+    """`model` carries a LoRA adapter without dropout (see rlhf_engine/algorithms/regression.py)."""
     from rlhf_engine.evaluate_dialogue import evaluate_dialogue
     from rlhf_engine.export import save_adapter
     from rlhf_engine.rewards import make_scorer
@@ -133,8 +141,6 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
     method, hp = config.method.type, config.method.hyperparameters
     refuel = method == "refuel"
     out_dir = Path(config.output_dir)
-    device = str(next(model.parameters()).device)
-    autocast = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
     fit_hp = hp.model_copy(update={"n_epochs": 1}) if hp.n_epochs == "auto" else hp
     pad_id = tokenizer.pad_token_id
 
@@ -143,9 +149,9 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
                                                          expected_format=ACCEPTED_FORMATS[method]).examples)
                   if config.validation_file else seeds[:32])
     sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
-    users = _users(hp, model, tokenizer, sampling, registry, cache_dir, config.model)
+    users = _users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
     roller = Roller(tokenizer, make_backend(model, tokenizer), users, sampling)
-    scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=device,
+    scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=precision.device,
                          resolve_reward_job=resolve_reward_job)
     num_turns = hp.num_turns if refuel else 1
 
@@ -176,14 +182,15 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
                 candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
             else:
                 candidates = collect_rebel(roller, batch, seed=collect_seed)
-            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id)
+            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, precision)
             stats["rollout/collect_seconds"] = time.perf_counter() - started
             data_path.parent.mkdir(parents=True, exist_ok=True)
             data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
         reporter.event(
             f"Iteration {t}/{hp.iterations}: collected {len(pairs)} pairs, mean reward {stats['rollout/reward_mean']:.3f}, "
-            f"reward gap {stats['rollout/reward_gap']:.3f}, KL to base {stats['rollout/kl_to_base']:.3f} "
-            f"({stats['rollout/collect_seconds']:.1f}s)", data={"iteration": t, **stats})
+            f"reward gap {stats['rollout/reward_gap']:.3f}"
+            + (f", KL to base {stats['rollout/kl_to_base']:.3f}" if "rollout/kl_to_base" in stats else "")
+            + f" ({stats['rollout/collect_seconds']:.1f}s)", data={"iteration": t, **stats})
         if not pairs:
             reporter.event(f"Iteration {t}: no usable pairs (identical responses or failed scores); not training",
                            level="warning")
@@ -196,7 +203,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, cache
         t_fit = time.perf_counter()
         result = fit(model, algo, fit_hp, seed=config.seed + t, reporter=marks, out_dir=out_dir,
                      resume_from=resume_from if resumed and t == start else None, step_offset=step,
-                     autocast_dtype=autocast)
+                     precision=precision)
         # result counts this iteration's steps and tokens, including any restored from the checkpoint.
         step, tokens, last = step + result.steps, tokens + result.trained_tokens, result.final_metrics
         if result.stopped:

@@ -4,6 +4,9 @@ adapter + score head trained by a previous `reward_model` job.
 The score of a sequence is the score head applied to the hidden state of its last real token
 (end of the final turn). We take that position from the attention mask instead of searching
 for the pad id, because many chat tokenizers pad with their end-of-turn token.
+
+Models load in the dtype rlhf_engine/precision.py picks for the device (fp32 on CPU), never in
+the checkpoint's own dtype (transformers' default): a bf16 checkpoint stays slow and coarse on CPU.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ from pathlib import Path
 import torch
 
 
+def score_head(model):
+    """The scalar head of a sequence classifier (Llama-style `score`, BERT-style `classifier`)."""
+    return model.score if hasattr(model, "score") else model.classifier
+
+
 def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[rows] scalar scores for right-padded rows; only the last token's hidden state is projected."""
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -22,8 +30,7 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     last = attention_mask.sum(-1) - 1
-    head = lm.score if hasattr(lm, "score") else lm.classifier
-    return head(hidden[torch.arange(len(last), device=device), last]).squeeze(-1).float()
+    return score_head(lm)(hidden[torch.arange(len(last), device=device), last]).squeeze(-1).float()
 
 
 class SequenceScorer:
@@ -55,9 +62,11 @@ def load_registry_model(model_dir: Path, device: str):
     from transformers import AutoModelForSequenceClassification
 
     from rlhf_engine.models.loading import load_tokenizer
+    from rlhf_engine.precision import decide
 
     tokenizer = load_tokenizer(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).to(device)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1,
+                                                               dtype=decide("auto", device).weights).to(device)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 

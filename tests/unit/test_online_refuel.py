@@ -61,7 +61,7 @@ def test_regression_loss_by_hand(monkeypatch):
     # sums = [a_1, a_2, b_1, b_2]
     pairs = [Pair([1], [2], [3], logp_a=-1.5, logp_b=-2.5, reward_a=1.0, reward_b=0.0),
              Pair([1], [4], [5], logp_a=-2.0, logp_b=-1.0, reward_a=0.2, reward_b=0.6)]
-    loss, stats, _ = Regression(pairs, eta=2.0, temperature=1.0, pad_id=0).loss(None, [0, 1])
+    loss, stats, _ = Regression(pairs, eta=2.0, temperature=1.0, pad_id=0).loss(torch.nn.Linear(1, 1), [0, 1])
     # pair 1: ratio_a = -1 - (-1.5) = 0.5, ratio_b = -3 - (-2.5) = -0.5 -> (1.0 - 2*(1.0))^2 = 1.0
     # pair 2: ratio_a = -2 - (-2.0) = 0.0, ratio_b = -1.5 - (-1) = -0.5 -> (0.5 - 2*(-0.4))^2 = 1.69
     assert loss.item() == pytest.approx((1.0 + 1.69) / 2)

@@ -64,8 +64,9 @@ def test_refuel_with_dialogues_file_then_exact_resume(tmp_path, model_cache):
     assert any(e.startswith("Iteration 2/2: collected") for e in rec.events)
     first = rec.steps[0][1]
     assert first["logratio_abs"] < 1e-4  # pi_t's log-probs from collection match the training forward
-    for key in ("rollout/reward_mean", "rollout/reward_gap", "rollout/kl_to_base", "regression_loss", "sign_agreement"):
+    for key in ("rollout/reward_mean", "rollout/reward_gap", "regression_loss", "sign_agreement", "sign_ties"):
         assert key in first
+    assert "rollout/kl_to_base" not in first  # kl_coef 0: the pi_ref pass is skipped
     after = [v for _, v in rec.steps if "eval/sign_agreement" in v]  # measured after each iteration's training
     assert len(after) == 2 and all(0 <= v["eval/sign_agreement"] <= 1 for v in after)
     evaluation = result.summary["evaluation"]
@@ -103,5 +104,6 @@ def test_rebel_with_prompts_file(tmp_path, model_cache):
     rec = Recorder()
     result = run(config(tmp_path, "rebel", train, {"eta": 2.0, "kl_coef": 0.05}), rec, cache_dir=model_cache)
     assert (result.adapter_dir / "adapter_model.safetensors").exists()
+    assert "rollout/kl_to_base" in rec.steps[0][1]
     assert [t["turn"] for t in result.summary["evaluation"]["turns"]] == [1]
     assert result.steps == 4 and result.trained_tokens > 0
