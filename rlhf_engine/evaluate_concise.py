@@ -53,7 +53,7 @@ def kl_to_base(model, tokenizer, question: str, samples: int, max_new_tokens: in
 
     prompt = tokenizer(render_prompt(tokenizer, [Message("user", question)]), add_special_tokens=False).input_ids
     torch.manual_seed(seed)
-    ids = torch.tensor([prompt] * samples)
+    ids = torch.tensor([prompt] * samples, device=next(model.parameters()).device)
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0,
                          max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)

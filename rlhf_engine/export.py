@@ -32,6 +32,7 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
 def merge_adapter_dir(base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
     """A saved adapter applied to the base model on disk and merged, written to `out_dir`.
 
+    In the base's own dtype (a bf16 base merges to bf16, not to float32 at twice the size).
     Written to a sibling temporary directory first and renamed, so `out_dir` is never half there.
     """
     import shutil
@@ -43,7 +44,7 @@ def merge_adapter_dir(base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model = PeftModel.from_pretrained(loading.load_causal_lm(Path(base_dir)), Path(adapter_dir))
+    model = PeftModel.from_pretrained(loading.load_causal_lm(Path(base_dir), dtype="auto"), Path(adapter_dir))
     save_merged(model, loading.load_tokenizer(Path(base_dir)), tmp)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

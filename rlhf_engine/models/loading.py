@@ -40,15 +40,28 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU from Ampere on. torch's
+    default (including_emulation=True) also says yes on older GPUs, where bf16 is emulated:
+    without the speed it is chosen for."""
+    import torch
+
+    return str(device).startswith("cuda") and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def load_causal_lm(path: Path, *, dtype=None, device: str = "cpu"):
+    """The model in `dtype` (bf16 where native, else float32; "auto": as saved) on `device`.
+
+    On a GPU the weights are loaded straight onto it (device_map), never whole in host RAM first.
+    Not on the CPU: a device_map there would mark the model as offloaded for accelerate and peft."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported()
-                      else torch.float32)
+    dtype = dtype or (torch.bfloat16 if bf16_supported(device) else torch.float32)
+    placement = {"device_map": device} if device.startswith("cuda") else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
-                                                 attn_implementation="sdpa")
-    return model.to(device)
+                                                 attn_implementation="sdpa", **placement)
+    return model if placement else model.to(device)
 
 
 def lora_target_modules(model, spec: LoraSpec) -> list[str] | str:

@@ -4,19 +4,34 @@ The policy is a LoRA adapter over a base model on disk. vLLM serves the base wei
 current adapter is written to a scratch directory before each call and attached as a
 LoRARequest with a fresh id, so pi_t is always the policy being trained. Prefix caching shares
 the KV of identical prompt prefixes (REFUEL's two continuations, REBEL's two responses).
-Not exercised in CI (no GPU); the interface matches rlhf_engine.rollout.backend.HFBackend.
+Not exercised in CI (no GPU); the interface matches rlhf_engine.rollout.backend.HFBackend, seeds
+included: row i samples with row_seeds(seed, n)[i], vLLM's per-request generator.
+
+vLLM's V1 engine runs its core in a child process, which a daemonic process may not start
+("daemonic processes are not allowed to have children"); a Celery prefork job process is one.
+There the engine runs in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, set before vllm is imported).
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import tempfile
 from pathlib import Path
 
-from rlhf_engine.rollout.backend import Completion
+from rlhf_engine.rollout.backend import Completion, row_seeds
 
 _ENGINES: dict[str, object] = {}  # one vLLM engine per base model path, shared by policy and user
 _IDS = itertools.count(1)
+
+
+def engine_environment() -> dict[str, str]:
+    """vLLM settings this process needs before it builds an engine: in-process when daemonic.
+
+    billiard (Celery's pool) installs its process object as multiprocessing's current process, so
+    multiprocessing sees its daemon flag."""
+    return {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"} if multiprocessing.current_process().daemon else {}
 
 
 class VLLMBackend:
@@ -26,6 +41,7 @@ class VLLMBackend:
 
     @classmethod
     def for_model(cls, model, tokenizer, *, use_adapter: bool = True):
+        os.environ.update(engine_environment())  # before vllm is imported: it may read it then
         from vllm import LLM
 
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -49,8 +65,8 @@ class VLLMBackend:
             lora = LoRARequest(f"policy-{n}", n, str(self.scratch / str(n)))
         # One seed per row: identical prompts (the two samples of a pair) must not get identical draws.
         params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                 stop_token_ids=list(stop_token_ids), seed=seed + i, logprobs=0)
-                  for i in range(len(prompts_token_ids))]
+                                 stop_token_ids=list(stop_token_ids), seed=s, logprobs=0)
+                  for s in row_seeds(seed, len(prompts_token_ids))]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts_token_ids], params,
                                  lora_request=lora, use_tqdm=False)
         result = []
