@@ -2,7 +2,8 @@
 vLLM's engine stays in-process inside a daemonic job process, bf16 only where it is native, and a
 merged export keeps the base's dtype.
 
-The tests marked `cuda` need a CUDA GPU and are skipped without one: sampling with generators on
+The tests marked `gpu` need a CUDA GPU: the CPU suite deselects them (pyproject.toml's addopts)
+and the prepared GPU check runs them (`pytest -m gpu`): sampling with generators on
 the model's device (a CPU generator crashed CUDA sampling at the first token), loading straight
 onto the GPU. That the weights never sit whole in host RAM, and vLLM's in-process engine inside a
 real Celery worker, only a GPU machine with vLLM installed can show.
@@ -22,7 +23,10 @@ from rlhf_engine.rollout.backend import HFBackend, row_uniforms  # noqa: E402
 from rlhf_engine.rollout.vllm_backend import engine_environment  # noqa: E402
 from rlhf_engine.spec import LoraSpec  # noqa: E402
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cuda(test):
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 class _InputsSeen(Exception):
