@@ -19,7 +19,8 @@ of the predicting hidden state) instead of a shifted mask.
 
 The mask is a function of two small [rows, L] id tensors (segment and branch of each token,
 `may_attend`). It is built from them on the model's device, never as a [rows, 1, L, L] tensor on
-the host copied over each micro-batch.
+the host copied over each micro-batch: dense for SDPA, or as flex_attention's BlockMask
+(`block_mask=True`, for a model set up by rlhf_engine/attention.py).
 """
 
 from __future__ import annotations
@@ -69,13 +70,24 @@ def dense_mask(segment: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return mask[:, None]
 
 
+def _block_mask(segment: torch.Tensor, branch: torch.Tensor):
+    """The same rule as a flex_attention BlockMask, on the ids' device."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, _h, q, k):
+        return may_attend(segment[b, q], segment[b, k], branch[b, q], branch[b, k], q, k)
+
+    rows, width = segment.shape
+    return create_block_mask(mask_mod, rows, None, width, width, device=segment.device)
+
+
 def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | None = None,
-               device: torch.device | str | None = None) -> dict:
+               device: torch.device | str | None = None, block_mask: bool = False) -> dict:
     """Pack pairs into prefix-shared rows.
 
     Returns input_ids/position_ids [rows, L], segment_ids/branch_ids [rows, L] (on `device`),
     attention_mask [rows, 1, L, L] (bool, True = may attend; built on `device`, default the
-    host), and for every completion token: pred_index (flat index into [rows * L] of the hidden
+    host; a BlockMask with `block_mask=True`), and for every completion token: pred_index (flat index into [rows * L] of the hidden
     state predicting it), targets (its id) and seq (0..n-1 chosen of pair i, n..2n-1 rejected).
     `num_seqs` = 2n; `tokens` = real tokens in the batch; `padding_fraction` of [rows, L].
     """
@@ -124,7 +136,7 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
         "position_ids": position_ids,
         "segment_ids": group,
         "branch_ids": branch,
-        "attention_mask": dense_mask(group, branch),
+        "attention_mask": (_block_mask if block_mask else dense_mask)(group, branch),
         "pred_index": torch.tensor(pred_index, dtype=torch.long),
         "targets": torch.tensor(targets, dtype=torch.long),
         "seq": torch.tensor(seq, dtype=torch.long),

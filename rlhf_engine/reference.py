@@ -42,7 +42,6 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
 
     packing = packing_default() if packing is None else packing
     precision = precision or Precision.native(model)
-    device = next(model.parameters()).device
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
     # Sorting by length keeps padding low; the order does not matter for a no-grad pass.
     order = sorted(range(len(pairs)), key=lambda i: (pairs[i].num_tokens, i))
@@ -52,7 +51,7 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
     with disable, precision.autocast():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing, device)[0])
+            sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing, model)[0])
             n, sums = len(idx), sums.double().cpu()
             out[idx, 0], out[idx, 1] = sums[:n], sums[n:]
     model.train(was_training)

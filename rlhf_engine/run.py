@@ -85,6 +85,13 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     online = method.type in ("rebel", "refuel")
     tokenizer = loading.load_tokenizer(model_dir)
     base = loading.load_causal_lm(model_dir, dtype=precision.weights, device=precision.device)
+    if config.attention == "flex":
+        from rlhf_engine.attention import enable_flex
+
+        try:
+            enable_flex(base)
+        except ValueError as err:
+            raise JobInputError(str(err)) from None
     if hp.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()

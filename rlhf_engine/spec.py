@@ -258,6 +258,9 @@ class TrainConfig(StrictModel):
     # One precision for every forward of the job (rlhf_engine/precision.py): "auto" is bf16 autocast
     # on a CUDA device with bf16, fp32 elsewhere; "bf16" asks for bf16 autocast on any device.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Attention for prefix-shared packed batches (rlhf_engine/attention.py): "flex" (CUDA only) runs
+    # them through flex_attention with a block-sparse mask; "sdpa" through SDPA with a dense one.
+    attention: Literal["sdpa", "flex"] = "sdpa"
 
 
 __all__ = [

@@ -17,6 +17,7 @@ import os
 import torch
 
 from rlhf_engine import losses
+from rlhf_engine.attention import uses_flex
 from rlhf_engine.data.batching import collate_pairs, padding_fraction
 from rlhf_engine.packing import pack_pairs
 from rlhf_engine.data.tokenize import TokenizedPair
@@ -28,11 +29,13 @@ def packing_default() -> bool:
     return os.environ.get("RLHF_ENGINE_PACKING", "1").lower() not in ("0", "false", "no", "off")
 
 
-def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool, device=None) -> tuple[dict, float, int]:
+def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool, model=None) -> tuple[dict, float, int]:
     """(batch, padding fraction, tokens the forward processes) in the packed or the plain layout;
-    a packed batch's attention mask is built on `device`, where the forward runs."""
+    a packed batch's attention mask is built for `model`: on its device, as a flex BlockMask when
+    it runs flex_attention (rlhf_engine/attention.py)."""
     if packing:
-        batch = pack_pairs(pairs, pad_id, device=device)
+        device = next(model.parameters()).device if model is not None else None
+        batch = pack_pairs(pairs, pad_id, device=device, block_mask=model is not None and uses_flex(model))
         return batch, batch["padding_fraction"], batch["tokens"]
     batch = collate_pairs(pairs, pad_id)
     return batch, padding_fraction(batch), int(batch["attention_mask"].sum())
@@ -70,7 +73,7 @@ class DPO:
 
     def _forward(self, model, pairs, ref):
         """(mean loss, statistics as tensors on the model's device, tokens processed)."""
-        batch, padding, tokens = make_batch(pairs, self.pad_id, self.packing, next(model.parameters()).device)
+        batch, padding, tokens = make_batch(pairs, self.pad_id, self.packing, model)
         sums, counts = completion_logps(model, batch)
         n = len(pairs)
         pi_w, pi_l = sums[:n], sums[n:]

@@ -42,13 +42,13 @@ class Pair:
 
 
 def regression_batch(pairs: list[Pair], pad_id: int, packing: bool | None = None,
-                     device=None) -> tuple[dict, float, int]:
+                     model=None) -> tuple[dict, float, int]:
     """(batch, padding fraction, tokens) holding both responses of each pair: sequence i < n is a_i,
     n + i is b_i. Only response tokens are targets (for REFUEL: turn h's assistant reply; earlier
     turns sit in the prompt). Packed by default (rlhf_engine/packing.py): the shared prompt is
     computed once per pair, which for long dialogue prefixes is most of the work."""
     as_pairs = [TokenizedPair(p.prompt, p.a, p.b) for p in pairs]
-    return make_batch(as_pairs, pad_id, packing_default() if packing is None else packing, device)
+    return make_batch(as_pairs, pad_id, packing_default() if packing is None else packing, model)
 
 
 @torch.no_grad()
@@ -58,7 +58,6 @@ def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use
     completion_logps and `precision` (the job's, as train.fit uses; default the weights' dtype);
     use_adapter=False gives the base model pi_ref."""
     precision = precision or Precision.native(model)
-    device = next(model.parameters()).device
     out_a, out_b = [0.0] * len(pairs), [0.0] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].a) + len(pairs[i].b))
     was_training = model.training
@@ -67,7 +66,7 @@ def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use
         with model.disable_adapter() if not use_adapter else contextlib.nullcontext(), precision.autocast():
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
-                sums, _ = completion_logps(model, regression_batch([pairs[i] for i in idx], pad_id, device=device)[0],
+                sums, _ = completion_logps(model, regression_batch([pairs[i] for i in idx], pad_id, model=model)[0],
                                            temperature=temperature)
                 sums = sums.tolist()
                 for k, i in enumerate(idx):
@@ -103,7 +102,7 @@ class Regression:
 
     def _forward(self, model, pairs: list[Pair]):
         """(log-ratio of a, of b against pi_t, returns [n, 2], padding fraction, tokens)."""
-        batch, padding, tokens = regression_batch(pairs, self.pad_id, device=next(model.parameters()).device)
+        batch, padding, tokens = regression_batch(pairs, self.pad_id, model=model)
         sums, _ = completion_logps(model, batch, temperature=self.temperature)
         n = len(pairs)
         old = torch.tensor([[p.logp_a, p.logp_b] for p in pairs], device=sums.device, dtype=sums.dtype)
