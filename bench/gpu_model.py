@@ -12,7 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build(dest: Path, *, vocab_size: int = 32000, seed: int = 0) -> Path:
+LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "head_dim": 64}
+
+
+def build(dest: Path, *, vocab_size: int = 32000, seed: int = 0, **shape) -> Path:
+    """The model at `dest` (built once); `shape` overrides LLAMA_1B's fields (toy sizes for dry runs)."""
     dest = Path(dest)
     if (dest / "config.json").exists():
         return dest
@@ -39,8 +44,7 @@ def build(dest: Path, *, vocab_size: int = 32000, seed: int = 0) -> Path:
                                         pad_token="<|endoftext|>", unk_token="<|endoftext|>")
     tokenizer.chat_template = CHATML_TEMPLATE
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=8192,
+    config = LlamaConfig(vocab_size=vocab_size, **{**LLAMA_1B, **shape}, max_position_embeddings=8192,
                          rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config).to(torch.bfloat16)

@@ -50,14 +50,21 @@ class Precision:
         return cls(str(p.device), p.dtype, None)
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU from Ampere on. torch's
+    default (including_emulation=True) also says yes on older GPUs, where bf16 is emulated:
+    without the speed it is chosen for."""
+    return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def decide(setting: str, device: str) -> Precision:
     """The job's precision for `setting` ("auto", "bf16", "fp32"; spec.TrainConfig.precision) on `device`."""
     cuda = torch.device(device).type == "cuda"
-    if setting == "fp32" or (setting == "auto" and not (cuda and torch.cuda.is_bf16_supported())):
+    if setting == "fp32" or (setting == "auto" and not bf16_supported(device)):
         return Precision(device, torch.float32, None)
     if setting not in ("auto", "bf16"):
         raise ValueError(f"unknown precision {setting!r}")
-    if cuda and not torch.cuda.is_bf16_supported():
+    if cuda and not bf16_supported(device):
         raise ValueError(f"precision 'bf16' asked for, but {torch.cuda.get_device_name(device)} has no bf16")
     return Precision(device, torch.bfloat16 if cuda else torch.float32, torch.bfloat16)
 

@@ -40,24 +40,17 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def bf16_supported(device: str) -> bool:
-    """Whether `device` computes in bfloat16 natively: a CUDA GPU from Ampere on. torch's
-    default (including_emulation=True) also says yes on older GPUs, where bf16 is emulated:
-    without the speed it is chosen for."""
-    import torch
-
-    return str(device).startswith("cuda") and torch.cuda.is_bf16_supported(including_emulation=False)
-
-
 def load_causal_lm(path: Path, *, dtype=None, device: str = "cpu"):
-    """The model in `dtype` (bf16 where native, else float32; "auto": as saved) on `device`.
+    """The model in `dtype` (default: the "auto" precision's weights, rlhf_engine/precision.py;
+    "auto": as saved) on `device`.
 
     On a GPU the weights are loaded straight onto it (device_map), never whole in host RAM first.
     Not on the CPU: a device_map there would mark the model as offloaded for accelerate and peft."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype or (torch.bfloat16 if bf16_supported(device) else torch.float32)
+    from rlhf_engine.precision import decide
+
+    dtype = dtype or decide("auto", device).weights
     placement = {"device_map": device} if device.startswith("cuda") else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
                                                  attn_implementation="sdpa", **placement)

@@ -28,7 +28,9 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     backbone = getattr(lm, lm.base_model_prefix)
     device = next(lm.parameters()).device
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    # No KV cache in a scoring forward (decoders build one by default); encoders have no such option.
+    no_cache = {"use_cache": False} if hasattr(lm.config, "use_cache") else {}
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **no_cache).last_hidden_state
     last = attention_mask.sum(-1) - 1
     return score_head(lm)(hidden[torch.arange(len(last), device=device), last]).squeeze(-1).float()
 

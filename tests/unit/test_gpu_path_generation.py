@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 from rlhf_engine.evaluate_concise import kl_to_base  # noqa: E402
 from rlhf_engine.export import merge_adapter_dir, save_adapter  # noqa: E402
 from rlhf_engine.models import loading  # noqa: E402
+from rlhf_engine.precision import bf16_supported, decide  # noqa: E402
 from rlhf_engine.rollout.backend import HFBackend, row_uniforms  # noqa: E402
 from rlhf_engine.rollout.vllm_backend import engine_environment  # noqa: E402
 from rlhf_engine.spec import LoraSpec  # noqa: E402
@@ -72,9 +73,11 @@ def test_vllm_engine_runs_in_process_inside_a_daemonic_job_process():
 def test_bf16_only_where_the_gpu_computes_it_natively(monkeypatch):
     # A pre-Ampere GPU: torch answers yes only when emulation counts.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert not loading.bf16_supported("cuda")
+    assert not bf16_supported("cuda")
+    assert decide("auto", "cuda").weights == torch.float32 and decide("auto", "cuda").compute is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert loading.bf16_supported("cuda:0") and not loading.bf16_supported("cpu")
+    assert bf16_supported("cuda:0") and not bf16_supported("cpu")
+    assert decide("auto", "cuda").weights == torch.bfloat16
 
 
 def test_a_bf16_base_merges_to_bf16_weights(tiny_model_dir, tmp_path):
@@ -100,7 +103,7 @@ def test_a_bf16_base_merges_to_bf16_weights(tiny_model_dir, tmp_path):
 def test_loads_onto_the_gpu_and_samples_there(tiny_model_dir):
     model = loading.load_causal_lm(tiny_model_dir, device="cuda")
     assert {p.device.type for p in model.parameters()} == {"cuda"}
-    assert model.dtype == (torch.bfloat16 if loading.bf16_supported("cuda") else torch.float32)
+    assert model.dtype == (torch.bfloat16 if bf16_supported("cuda") else torch.float32)
     assert row_uniforms([1, 2], 3, torch.device("cuda")).device.type == "cuda"
     backend = HFBackend(model, loading.load_tokenizer(tiny_model_dir).pad_token_id)
     kw = dict(max_new_tokens=4, temperature=1.0, top_p=0.9, stop_token_ids=[], seed=[3, 4])
