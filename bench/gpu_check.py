@@ -146,14 +146,14 @@ def packed_equals_plain(table: Table, device: str, cache: Path) -> None:
     torch.backends.cudnn.allow_tf32 = False
     pairs = _random_pairs([(5, 3, 7), (40, 1, 4), (1, 6, 2), (9, 9, 9), (3, 12, 1), (25, 2, 2)], vocab=400)
     for flex in ((False, True) if device == "cuda" else (False,)):
-        model = loading.add_lora(loading.load_causal_lm(_tiny(cache), dtype=torch.float32, device=device),
-                                 LoraSpec(r=4, alpha=8), seed=0)
+        base = loading.load_causal_lm(_tiny(cache), dtype=torch.float32, device=device)
+        if flex:
+            enable_flex(base)  # before LoRA wrapping
+        model = loading.add_lora(base, LoraSpec(r=4, alpha=8), seed=0)
         with torch.no_grad():
             for name, q in model.named_parameters():
                 if "lora_B" in name:
                     q.normal_(0, 0.2)
-        if flex:
-            enable_flex(model)
         grads, logps = [], []
         for batch in (collate_pairs(pairs, 0),
                       pack_pairs(pairs, 0, row_capacity=60, device=torch.device(device), block_mask=flex)):
@@ -256,9 +256,13 @@ def runs(table: Table, device: str, cache: Path) -> None:
     from rlhf_engine.spec import TrainConfig
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-runs-"))
-    for name, (method, hp, data) in _jobs(work).items():
+    jobs = _jobs(work)
+    if device == "cuda":  # the packed batches through flex_attention too (TrainConfig.attention)
+        jobs["dpo, attention flex"] = (*jobs["dpo"], "flex")
+    for name, (method, hp, data, *attention) in jobs.items():
         config = TrainConfig(model="tiny-random-llama", training_file=data, output_dir=str(work / name), seed=1,
-                             method={"type": method, method: {"hyperparameters": hp}})
+                             method={"type": method, method: {"hyperparameters": hp}},
+                             attention=attention[0] if attention else "sdpa")
         recorder, started = _Recorder(), time.perf_counter()
         try:
             result = run(config, recorder, cache_dir=cache)
@@ -299,9 +303,10 @@ def big_step(table: Table, device: str, cache: Path, dry: bool) -> None:
     # 4 pairs, each prompt + chosen + rejected = one full row (a 3:1 prompt share, as in chat data).
     pairs = _random_pairs([(row * 3 // 4, row // 8, row // 8)] * 4, vocab=shape.get("vocab_size", 32000))
     for flex in ((False, True) if device == "cuda" else (False,)):
-        model = loading.add_lora(loading.load_causal_lm(model_dir, device=device), LoraSpec(r=16, alpha=32), seed=0)
+        base = loading.load_causal_lm(model_dir, device=device)
         if flex:
-            enable_flex(model)
+            enable_flex(base)
+        model = loading.add_lora(base, LoraSpec(r=16, alpha=32), seed=0)
         model.train()
         algo = DPO(DpoHyperparameters(beta=0.1), pairs, torch.zeros(len(pairs), 2), 0, packing=True)
         times = []
