@@ -56,6 +56,7 @@ def create_app() -> FastAPI:
                   responses=errors.ERROR_RESPONSES)
     errors.install(app, authenticate=auth.refusal)
     # Outermost last: the request id and access log wrap everything, including size refusals.
+    app.add_middleware(limits.UploadGate, identify=auth.limit_key)  # inner: only uploads within the size limit
     app.add_middleware(limits.BodySizeLimit)
     app.add_middleware(observability.RequestContext)
     for router in (files.router, jobs.router, job_outputs.router):

@@ -60,12 +60,25 @@ class ArtifactStore:
 
     def save_file(self, file_id: str, data: bytes) -> str:
         """Write atomically (temp file + rename) so a crash never leaves half a dataset."""
+        tmp = self.path(self.file_key(file_id)).with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        return self.save_file_from(file_id, tmp)
+
+    def spool_dir(self) -> Path:
+        """Where an upload is written as it arrives: beside the files, so that storing it is a
+        rename (`save_file_from`). Files left here by a crash are partial uploads, never rows."""
+        path = self.path("files/.incoming")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_file_from(self, file_id: str, src: Path) -> str:
+        """Store a complete local file (on this store's filesystem: `spool_dir`) by renaming it
+        into place, then send it to the bucket; `src` is gone afterwards either way."""
         key = self.file_key(file_id)
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        os.replace(src, dest)
         if self.remote is not None:
             try:
                 self.remote.put_file(key, dest)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from service import limits
 from service.deps import DB, SettingsDep
 from service.errors import APIError
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from service.store.models import DEFAULT_PROJECT, ApiKeyRow
 from service.store.session import session_scope
 
@@ -37,6 +37,11 @@ KEY_PREFIX = "rlhf-"
 class Caller:
     project_id: str
     key_id: str | None  # None in open mode
+
+    @property
+    def limit_key(self) -> str:
+        """What per-key limits count against: the key, or in open mode the one project."""
+        return self.key_id or f"project:{self.project_id}"
 
 
 def generate_key() -> str:
@@ -90,8 +95,8 @@ def _unauthorized(message: str, code: str) -> APIError:
 _scheme = HTTPBearer(auto_error=False, description="An API key from `rlhf-admin create-key`.")
 
 
-def current_caller(request: Request, db: DB, settings: SettingsDep,
-                   _: Annotated[object, Depends(_scheme)] = None) -> Caller:
+def identify(request: Request, db: Session, settings: Settings) -> Caller:
+    """Who is calling (401 if nobody may), without counting the request against a rate limit."""
     token = _bearer(request)
     row = _find_key(db, token) if token and len(token) <= 256 else None
     if row is None:
@@ -101,8 +106,15 @@ def current_caller(request: Request, db: DB, settings: SettingsDep,
             raise _unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY'.",
                                 "missing_api_key")
         raise _unauthorized("Incorrect API key provided.", "invalid_api_key")
-    limits.check_rate(row.id, settings)
     return Caller(project_id=row.project_id, key_id=row.id)
+
+
+def current_caller(request: Request, db: DB, settings: SettingsDep,
+                   _: Annotated[object, Depends(_scheme)] = None) -> Caller:
+    caller = identify(request, db, settings)
+    if caller.key_id is not None:
+        limits.check_rate(caller.key_id, settings)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
@@ -122,3 +134,11 @@ def refusal(request: Request) -> APIError | None:
     except APIError as err:
         return err
     return None
+
+
+def limit_key(request: Request) -> str:
+    """The caller's `limit_key`, for limits decided before the route runs (service/limits.py
+    UploadGate); raises the 401 APIError a request without valid credentials gets."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as db:
+        return identify(request, db, settings).limit_key

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_body_bytes: int = 1024 * 1024  # every request body other than a file upload
     max_examples_per_file: int = 1_000_000
+    # Uploads in progress (spooled to disk, validated, stored); beyond them 429 (per key) or 503
+    # (this process), answered before the body is read (service/limits.py, UploadGate).
+    max_concurrent_uploads_per_key: int = 2
+    max_concurrent_uploads: int = 4  # per API process
     max_concurrent_jobs_per_project: int = 4  # more stay `queued` until one finishes
     quota_retry_seconds: float = 15.0  # a job held back by that limit is sent again after this
     rate_limit_per_minute: int = 600  # per API key (open mode, no keys: not limited)
@@ -65,6 +69,8 @@ class Settings(BaseSettings):
     log_format: str = "json"  # json (one object per line) or text
     sse_poll_seconds: float = 0.5  # how often a live event stream looks for new rows
     sse_keepalive_seconds: float = 15.0
+    sse_max_streams_per_key: int = 100  # open event streams of one key in one API process; 429 beyond
+    sse_db_connections: int = 2  # the streams' own pool per API process (never the requests' pool)
 
 
 @lru_cache

@@ -12,7 +12,10 @@ Four format families are accepted, detected per line from the keys of each recor
 
 Every line of a file must belong to one family. Problems are collected as :class:`Issue` objects
 with a 1-based line number, a JSON path and a stable code, and raised together in a
-:class:`DatasetError`. Stdlib only: the API process imports this to validate uploads, so it must
+:class:`DatasetError`. :func:`parse_jsonl` takes the data in memory and returns the examples;
+:func:`scan_jsonl_file` reads a file from disk one line at a time (at most ``MAX_LINE_BYTES`` in
+memory) and returns only the format and the count, with the same issues: the API validates
+uploads that way, so a file's size never becomes the API's memory. Stdlib only: the API process imports this to validate uploads, so it must
 stay free of torch and fast (one ``json.loads`` and plain type checks per line).
 
 Whether an example fits the job's ``max_length`` depends on the tokenizer and is checked by the
@@ -26,6 +29,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from rlhf_engine.data.examples import (
     ChatExample, DialogueSeed, Message, PreferenceExample, PromptExample,
@@ -89,11 +93,43 @@ def parse_jsonl(data: bytes | str, *, expected_format: str | Iterable[str] | Non
     ``spec.ACCEPTED_FORMATS``); lines of another family are reported as ``wrong_format``.
     More than ``max_examples`` non-blank lines is an error (``too_many_examples``).
     """
+    scan = _scan(_numbered_lines(data), expected_format, max_examples, max_issues, keep=True)
+    return ParsedDataset(scan.family, scan.examples)
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A valid dataset's format family and example count, without its examples."""
+
+    format: str
+    num_examples: int
+
+
+def scan_jsonl_file(path: str | os.PathLike, *, expected_format: str | Iterable[str] | None = None,
+                    max_examples: int | None = None, max_issues: int = 20) -> DatasetSummary:
+    """Validate a JSONL file as :func:`parse_jsonl` would (same issues, same arguments), reading
+    it line by line and keeping no examples: memory stays at one line whatever the file's size."""
+    with open(path, "rb") as f:
+        scan = _scan(_numbered_file_lines(f), expected_format, max_examples, max_issues, keep=False)
+    return DatasetSummary(scan.family, scan.seen)
+
+
+def load_jsonl(path: str | os.PathLike, *, expected_format: str | Iterable[str] | None = None,
+               max_examples: int | None = None, max_issues: int = 20) -> ParsedDataset:
+    """:func:`parse_jsonl` of a file, read line by line (the whole file is never one buffer)."""
+    with open(path, "rb") as f:
+        scan = _scan(_numbered_file_lines(f), expected_format, max_examples, max_issues, keep=True)
+    return ParsedDataset(scan.family, scan.examples)
+
+
+def _scan(lines: Iterator[tuple[int, str | Issue]], expected_format, max_examples: int | None,
+          max_issues: int, keep: bool) -> _Scan:
+    """One pass over numbered lines; raises DatasetError, else returns the finished scan."""
     wanted = _wanted(expected_format)
     if max_issues < 1:
         raise ValueError("max_issues must be at least 1")
-    scan = _Scan(wanted)
-    for lineno, line in _numbered_lines(data):
+    scan = _Scan(wanted, keep)
+    for lineno, line in lines:
         if isinstance(line, Issue):
             scan.issues.append(line)
         elif not line or line.isspace():
@@ -110,21 +146,15 @@ def parse_jsonl(data: bytes | str, *, expected_format: str | Iterable[str] | Non
         raise DatasetError(scan.issues)
     if not scan.seen:
         raise DatasetError([Issue(None, None, "empty_file", "the file holds no examples")])
-    return ParsedDataset(scan.family, scan.examples)
-
-
-def load_jsonl(path: str | os.PathLike, **kw) -> ParsedDataset:
-    """Read a JSONL file and :func:`parse_jsonl` it (same keyword arguments)."""
-    with open(path, "rb") as f:
-        return parse_jsonl(f.read(), **kw)
+    return scan
 
 
 class _Scan:
     """The state of one pass over a file: the examples so far, the issues, and the family."""
 
-    def __init__(self, wanted: frozenset[str] | None):
-        self.wanted = wanted
-        self.examples: list = []
+    def __init__(self, wanted: frozenset[str] | None, keep: bool = True):
+        self.wanted, self.keep = wanted, keep
+        self.examples: list = []  # only when keeping them
         self.issues: list[Issue] = []
         self.seen = 0  # non-blank lines
         self.family: str | None = None  # fixed by the first line whose shape is recognised
@@ -136,7 +166,9 @@ class _Scan:
             obj = _decode(line)
             family, convert = SHAPES[detect(obj)]
             self._check_family(family, lineno)
-            self.examples.append(convert(obj))
+            example = convert(obj)  # converting is part of validating: it may raise
+            if self.keep:
+                self.examples.append(example)
         except RecordError as err:
             self.issues.append(Issue(lineno, err.field, err.code, err.message))
 
@@ -210,15 +242,35 @@ def _numbered_lines(data: bytes | str) -> Iterator[tuple[int, str | Issue]]:
 def _numbered_lines_lenient(data: bytes) -> Iterator[tuple[int, str | Issue]]:
     data = data.removeprefix(_BOM.encode("utf-8"))
     for lineno, raw in enumerate(data.split(b"\n"), 1):
-        try:
-            yield lineno, raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield lineno, Issue(lineno, None, "invalid_encoding",
-                                f"line is not valid UTF-8 (byte 0x{raw[err.start]:02x} "
-                                f"at byte {err.start + 1} of the line)")
+        yield lineno, _decode_line(lineno, raw)
+
+
+def _numbered_file_lines(f: BinaryIO) -> Iterator[tuple[int, str | Issue]]:
+    """As :func:`_numbered_lines`, from a binary file, holding at most one line (of up to
+    ``MAX_LINE_BYTES``) at a time; a longer line is skipped unread and reported."""
+    lineno = 0
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        lineno += 1
+        if lineno == 1:
+            raw = raw.removeprefix(_BOM.encode("utf-8"))
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := f.readline(1024 * 1024)) and not rest.endswith(b"\n"):
+                pass
+            yield lineno, Issue(lineno, None, "line_too_long", f"line is longer than {MAX_LINE_BYTES} bytes")
+            continue
+        yield lineno, _decode_line(lineno, raw.removesuffix(b"\n"))
+
+
+def _decode_line(lineno: int, raw: bytes) -> str | Issue:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Issue(lineno, None, "invalid_encoding", f"line is not valid UTF-8 (byte 0x{raw[err.start]:02x} "
+                                                       f"at byte {err.start + 1} of the line)")
 
 
 __all__ = [
     "FORMATS", "MAX_LINE_BYTES", "ChatExample", "DatasetError", "DialogueSeed", "Issue", "Message",
-    "ParsedDataset", "PreferenceExample", "PromptExample", "load_jsonl", "parse_jsonl",
+    "DatasetSummary", "ParsedDataset", "PreferenceExample", "PromptExample", "load_jsonl", "parse_jsonl",
+    "scan_jsonl_file",
 ]

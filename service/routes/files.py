@@ -1,10 +1,18 @@
-"""`/v1/files`: upload (validated line by line), list, retrieve, download, delete."""
+"""`/v1/files`: upload (validated line by line), list, retrieve, download, delete.
+
+An upload is never held in memory: it is copied to a spool file beside the stored files as it is
+read (413 past the limit), validated line by line from there, and stored by renaming it. How many
+uploads run at once is capped before the body is read (service/limits.py, UploadGate).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import PurePosixPath
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
@@ -29,16 +37,34 @@ MAX_REPORTED_ISSUES = 20
 _CHUNK = 1024 * 1024
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    """Read at most `limit` bytes; one more means the file is too large (413)."""
-    chunks, size = [], 0
-    while chunk := upload.file.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"File too large: the limit is {limit} bytes.", param="file",
-                           code="file_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+@dataclass(frozen=True)
+class Spooled:
+    path: Path
+    size: int
+    sha256: str
+
+
+def _spool(upload: UploadFile, into: Path, limit: int) -> Spooled:
+    """Copy the upload to a file under `into` in 1 MiB chunks, hashing as it goes; past `limit`
+    bytes it stops with 413. Memory holds one chunk, whatever the file's size. (Starlette has
+    already spooled the part to a temporary file as it arrived; this copy is on the store's
+    filesystem, so keeping it is a rename.)"""
+    digest, size = hashlib.sha256(), 0
+    fd, name = tempfile.mkstemp(dir=into, suffix=".part")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := upload.file.read(_CHUNK):
+                size += len(chunk)
+                if limit > 0 and size > limit:
+                    raise APIError(413, f"File too large: the limit is {limit} bytes.", param="file",
+                                   code="file_too_large")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return Spooled(path, size, digest.hexdigest())
 
 
 def _display_name(filename: str | None) -> str:
@@ -69,19 +95,20 @@ def upload_file(db: DB, store: Artifacts, settings: SettingsDep, caller: CallerD
                 file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
     if purpose not in PURPOSES:
         raise bad_request(f"Invalid purpose {purpose!r}; supported: {', '.join(PURPOSES)}.", param="purpose")
-    data = _read_limited(file, settings.max_upload_bytes)
+    spooled = _spool(file, store.spool_dir(), settings.max_upload_bytes)
     try:
-        parsed = formats.parse_jsonl(data, max_examples=settings.max_examples_per_file)
+        parsed = formats.scan_jsonl_file(spooled.path, max_examples=settings.max_examples_per_file)
+        file_id = new_id("file")
+        key = store.save_file_from(file_id, spooled.path)
     except formats.DatasetError as err:
         raise _dataset_error(err) from None
-    file_id = new_id("file")
-    try:
-        key = store.save_file(file_id, data)
     except ArtifactStoreUnavailable:
         raise artifact_store_unavailable("the file was not stored") from None
-    row = FileRow(id=file_id, project_id=caller.project_id, filename=_display_name(file.filename), purpose=purpose, bytes=len(data),
-                  storage_key=key, format=parsed.format, num_examples=parsed.num_examples,
-                  sha256=hashlib.sha256(data).hexdigest())
+    finally:
+        spooled.path.unlink(missing_ok=True)  # renamed into place, unless validating or storing failed
+    row = FileRow(id=file_id, project_id=caller.project_id, filename=_display_name(file.filename), purpose=purpose,
+                  bytes=spooled.size, storage_key=key, format=parsed.format, num_examples=parsed.num_examples,
+                  sha256=spooled.sha256)
     db.add(row)
     try:
         db.commit()

@@ -45,9 +45,8 @@ def list_events(db: DB, caller: CallerDep, settings: SettingsDep, fine_tuning_jo
     if stream:
         cursor, param = (last_event_id, "Last-Event-ID") if last_event_id else (after, "after")
         after_seq = _event_seq(db, job.id, cursor, param) if cursor else 0
-        body = sse.event_stream(settings.database_url, job.id, after_seq, settings.sse_poll_seconds,
-                                settings.sse_keepalive_seconds)
-        return StreamingResponse(body, media_type="text/event-stream", headers=sse.sse_headers())
+        db.close()  # a stream lasts as long as the job: it must not hold a request connection (service/sse.py)
+        return sse.EventStreamResponse(caller.limit_key, job.id, after_seq, settings)
     stmt = select(EventRow).where(EventRow.job_id == job.id)
     rows, has_more = paginate(db, stmt, EventRow, after=after, limit=limit)
     return ListObject.page([Event.from_row(r) for r in rows], has_more)

@@ -21,7 +21,9 @@ def normalise_url(url: str) -> str:
 
 
 @lru_cache
-def get_engine(url: str) -> Engine:
+def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """The process's engine for `url`. Another pool size is another engine with its own pool: the
+    event streams read through one of their own (service/sse.py), never the requests' pool."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -38,12 +40,12 @@ def get_engine(url: str) -> Engine:
 
         return engine
     # connect_timeout: a database that is down must fail requests (and /readyz) fast, not hang them.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
                          connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
-def session_factory(url: str) -> sessionmaker[Session]:
-    return _sessionmaker_for(get_engine(url))
+def session_factory(url: str, **pool: int) -> sessionmaker[Session]:
+    return _sessionmaker_for(get_engine(url, **pool))
 
 
 @lru_cache
