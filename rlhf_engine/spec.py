@@ -171,6 +171,10 @@ class RebelHyperparameters(OnlineHyperparameters):
 class RefuelHyperparameters(OnlineHyperparameters):
     num_turns: int = Field(3, ge=1, le=64, description="H: assistant turns per dialogue")
     user: UserSimulator = Field(default_factory=UserSimulator)
+    credit: Literal["future", "immediate"] = Field(
+        "future", description="regression target of turn h: 'future' (REFUEL) the rewards from turn h to the end "
+                              "of the dialogue; 'immediate' turn h's own reward: REBEL on REFUEL's collection, "
+                              "the ablation that isolates REFUEL's credit assignment")
 
 
 class RewardModelHyperparameters(TrainingHyperparameters):

@@ -50,6 +50,21 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+def micro_batches(indices: list[int], accumulation_steps: int) -> list[list[int]]:
+    """One step's examples split into the micro-batches whose gradients it accumulates."""
+    micro = max(1, math.ceil(len(indices) / accumulation_steps))
+    return [indices[s:s + micro] for s in range(0, len(indices), micro)]
+
+
+def epoch_micro_batches(n: int, hp: TrainingHyperparameters, seed: int, epoch: int) -> list[list[int]]:
+    """Every micro-batch `fit` runs in `epoch`, in its order and composition. A forward that must
+    match the training forward to the last bit (log pi_t for the regression methods) runs on
+    these batches: a batch of other neighbours is packed and reduced differently (~1e-7)."""
+    bs = min(hp.examples_per_step, n)
+    order = epoch_order(n, seed, epoch)
+    return [chunk for s in range(0, n, bs) for chunk in micro_batches(order[s:s + bs], hp.gradient_accumulation_steps)]
+
+
 def make_optimizer(model, hp: TrainingHyperparameters, total_steps: int):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -92,12 +107,10 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         indices = order[within * bs:(within + 1) * bs]
         started = time.perf_counter()
 
-        # Gradient accumulation: split the step's examples into micro-batches weighted by size.
-        micro = max(1, math.ceil(len(indices) / hp.gradient_accumulation_steps))
+        # Gradient accumulation: the step's examples in micro-batches, weighted by size.
         sums: dict[str, torch.Tensor | float] = {}
         tokens = 0
-        for start in range(0, len(indices), micro):
-            chunk = indices[start:start + micro]
+        for chunk in micro_batches(indices, hp.gradient_accumulation_steps):
             weight = len(chunk) / len(indices)
             with precision.autocast():
                 loss, chunk_stats, chunk_tokens = algo.loss(model, chunk)

@@ -27,11 +27,13 @@ from pathlib import Path
 from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
 from rlhf_engine.data import formats
 from rlhf_engine.precision import Precision
+from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.rollout.backend import HFBackend, make_backend, stop_ids
 from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
 from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
 from rlhf_engine.spec import ACCEPTED_FORMATS
+from rlhf_engine.train import epoch_micro_batches
 
 
 def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
@@ -45,27 +47,37 @@ def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
     return out
 
 
-def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None):
+def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None, fit_seed: int = 0):
     """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics.
 
-    log pi_t is computed in the job's `precision`, as the training forward will be. pi_ref enters
-    the returns only through the KL term: with kl_coef 0 its forward pass is skipped (and the
-    iteration reports no `rollout/kl_to_base`).
+    log pi_t is computed in the job's `precision` and on the micro-batches `fit(seed=fit_seed)`
+    will train on, so that it is the training forward's own value at the iteration's start. pi_ref
+    enters the returns only through the KL term: with kl_coef 0 its forward pass is skipped (and
+    the iteration reports no `rollout/kl_to_base`).
     """
     kept = [c for c in candidates if c.a != c.b]
     identical = len(candidates) - len(kept)
     fits = [c for c in kept if len(c.prompt) + max(len(c.a), len(c.b)) <= hp.max_length]
     too_long = len(kept) - len(fits)
-    scores = scorer.score([c.dialogue_a for c in fits] + [c.dialogue_b for c in fits], [c.info for c in fits] * 2)
-    scored = [(c, ra, rb) for c, ra, rb in zip(fits, scores[:len(fits)], scores[len(fits):])
+    # Per-turn rewards of both dialogues; turn h's target is its return (REFUEL: the rewards from h
+    # to the end, rlhf_engine/rewards/turns.py) or, with credit "immediate", its own reward alone.
+    # REBEL's single turn is h = 1 of a 1-turn dialogue, where the two agree.
+    horizons = [c.meta.get("horizon", 1) for c in fits]
+    rewards = scorer.score_turns([c.dialogue_a for c in fits] + [c.dialogue_b for c in fits],
+                                 [c.info for c in fits] * 2, horizons * 2)
+    target = (lambda r, h: r[h - 1]) if getattr(hp, "credit", "future") == "immediate" else future_return
+    returns = [None if r is None else target(r, c.meta.get("h", 1)) for c, r in zip(fits * 2, rewards)]
+    scored = [(c, ra, rb) for c, ra, rb in zip(fits, returns[:len(fits)], returns[len(fits):])
               if ra is not None and rb is not None]
     failed = len(fits) - len(scored)
     unscored = [Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0) for c, _, _ in scored]
-    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, precision=precision)
+    batches = epoch_micro_batches(len(unscored), hp, fit_seed, 0)
+    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, batches=batches,
+                              precision=precision)
     kl_a, kl_b = [0.0] * len(scored), [0.0] * len(scored)  # log pi_t - log pi_ref on the sampled tokens
     if hp.kl_coef:
         ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False,
-                                  precision=precision)
+                                  batches=batches, precision=precision)
         kl_a, kl_b = [o - r for o, r in zip(old_a, ref_a)], [o - r for o, r in zip(old_b, ref_b)]
     pairs, raw = [], []
     for i, (c, ra, rb) in enumerate(scored):
@@ -182,7 +194,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
                 candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
             else:
                 candidates = collect_rebel(roller, batch, seed=collect_seed)
-            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, precision)
+            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, precision, fit_seed=config.seed + t)
             stats["rollout/collect_seconds"] = time.perf_counter() - started
             data_path.parent.mkdir(parents=True, exist_ok=True)
             data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))

@@ -53,19 +53,26 @@ def regression_batch(pairs: list[Pair], pad_id: int, packing: bool | None = None
 
 @torch.no_grad()
 def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use_adapter: bool = True,
-               batch_size: int = 8, precision: Precision | None = None) -> tuple[list[float], list[float]]:
+               batches: list[list[int]] | None = None, batch_size: int = 8,
+               precision: Precision | None = None) -> tuple[list[float], list[float]]:
     """(log pi(a|s), log pi(a'|s)) per pair in eval mode, through the loss's own batch layout,
     completion_logps and `precision` (the job's, as train.fit uses; default the weights' dtype);
-    use_adapter=False gives the base model pi_ref."""
+    use_adapter=False gives the base model pi_ref.
+
+    `batches` (lists of pair indices) fixes each forward's composition: given fit's own
+    micro-batches (train.epoch_micro_batches), log pi_t equals the training forward's log pi at an
+    unchanged policy bit for bit, so pairs whose returns tie give an exactly zero gradient instead
+    of float noise that Adam would scale up to a full step. Default: length-sorted batches."""
     precision = precision or Precision.native(model)
     out_a, out_b = [0.0] * len(pairs), [0.0] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].a) + len(pairs[i].b))
+    if batches is None:
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].prompt) + len(pairs[i].a) + len(pairs[i].b))
+        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     was_training = model.training
     model.eval()
     try:
         with model.disable_adapter() if not use_adapter else contextlib.nullcontext(), precision.autocast():
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
+            for idx in batches:
                 sums, _ = completion_logps(model, regression_batch([pairs[i] for i in idx], pad_id, model=model)[0],
                                            temperature=temperature)
                 sums = sums.tolist()

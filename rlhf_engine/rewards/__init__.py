@@ -1,4 +1,19 @@
-"""Reward sources for online methods: scorer.score(dialogues, infos) -> [float | None].
+"""Reward sources for online methods.
+
+    scorer.score(dialogues, infos)              -> [R | None]            the dialogue's total reward
+    scorer.score_turns(dialogues, infos, turns) -> [[r_1..r_k] | None]   one reward per assistant
+                                                   turn, for the last k = turns[i] of dialogue i
+
+Per-turn rewards are what REFUEL's returns are made of: the return of turn h is the sum of the
+rewards from h to the end of the dialogue (`future_return`), and the total R is their sum. A
+reward that scores turns itself (a function returning one value per assistant message, like
+`remember_rules`) is used as it is. A scalar one (a function returning a float, a reward model) is
+split across the turns by differences of its score on the dialogue cut after each turn:
+
+    r_j = R(dialogue through turn j) - R(dialogue through turn j-1),   R(before turn 1) = 0
+
+so the rewards sum to R(dialogue), and r_j is what turn j's reply added (turn 1 of the counted
+turns also carries whatever the history before it scored; both sides of a comparison share it).
 
 `None` marks a failed score (an exception or NaN); REBEL/REFUEL drop the pair. Three sources
 (spec.RewardSource.type):
@@ -16,19 +31,46 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from rlhf_engine.rewards.turns import differences, turn_cuts
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
 
 class FunctionScorer:
+    """A registered function fn(messages, info) -> float, or -> [float] (one per assistant message)."""
+
     def __init__(self, fn, name: str):
         self.fn, self.name = fn, name
+
+    def _call(self, messages, info):
+        try:
+            value = self.fn([{"role": m.role, "content": m.content} for m in messages], info)
+            return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+        except Exception:  # a reward that cannot judge this dialogue: the pair is dropped
+            return None
 
     def score(self, dialogues, infos) -> list[float | None]:
         out = []
         for messages, info in zip(dialogues, infos):
-            try:
-                value = float(self.fn([{"role": m.role, "content": m.content} for m in messages], info))
-            except Exception:  # a reward that cannot judge this dialogue: the pair is dropped
-                value = None
-            out.append(value if value is not None and math.isfinite(value) else None)
+            value = self._call(messages, info)
+            value = sum(value) if isinstance(value, list) else value
+            out.append(value if _finite(value) else None)
+        return out
+
+    def score_turns(self, dialogues, infos, turns: list[int]) -> list[list[float] | None]:
+        out = []
+        for messages, info, k in zip(dialogues, infos, turns):
+            value = self._call(messages, info)
+            if not isinstance(value, list):  # a scalar reward: split it across the turns
+                cuts = turn_cuts(messages, k)
+                value = differences([*self.score(cuts[:-1], [info] * (len(cuts) - 1)), value if _finite(value) else None])
+            elif len(value) < k:
+                value = None  # fewer rewards than generated turns: cannot be read
+            else:
+                value = value[-k:]
+            out.append(value if value is not None and all(map(_finite, value)) else None)
         return out
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf_engine.rewards.turns import differences, turn_cuts
+
 
 def score_head(model):
     """The scalar head of a sequence classifier (Llama-style `score`, BERT-style `classifier`)."""
@@ -46,6 +48,16 @@ class SequenceScorer:
                                                   tokenize=False)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.max_length:]  # keep the end: the turns being judged
+
+    def score_turns(self, dialogues, infos, turns: list[int]) -> list[list[float] | None]:
+        """Per-turn rewards as differences of the scores of the dialogue cut after each turn."""
+        cuts = [turn_cuts(d, k) for d, k in zip(dialogues, turns)]
+        flat = self.score([c for cs in cuts for c in cs], [])
+        out, pos = [], 0
+        for cs in cuts:
+            out.append(differences(flat[pos:pos + len(cs)]))
+            pos += len(cs)
+        return out
 
     @torch.no_grad()
     def score(self, dialogues, infos) -> list[float | None]:

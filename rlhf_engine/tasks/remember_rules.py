@@ -6,11 +6,15 @@ The user reveals rules one turn at a time and expects every later reply to keep 
     turn 2  "<question> Also, from now on keep each answer under 20 words."         rule: short
     turn 3  "<question>"                                                            (no new rule)
 
-Reward of a dialogue with k assistant turns (what REFUEL scores at horizon H' = k):
+Per-turn rewards (one per assistant turn; a dialogue's reward is their sum, and REFUEL's return
+of turn h the sum from h on, rlhf_engine/rewards/turns.py):
 
-    R = (1/k) sum_{j<=k} mean_{rules revealed by user turn j} ok(rule, reply_j)
+    r_j = mean_{rules revealed by user turn <= j} ok(rule, reply_j)
     ok(name, r)  = 1 if the name appears in r as a word, else 0
     ok(short, r) = clip(2 - words(r) / n, 0, 1)      (1 up to n words, 0 from 2n)
+
+A sum, not a mean over turns: with a mean, the worth of one reply would shrink as the sampled
+horizon H' grows, and the same action would earn different returns in different pairs.
 
 Why earlier turns matter: the name is only ever said in turn 1 and the word limit in turn 2, so a
 reply in turn 3 scores only if the policy carries both rules across the dialogue; and every
@@ -57,8 +61,8 @@ def rule_ok(rule: str, reply: str, info: dict) -> float:
     raise ValueError(f"unknown rule {rule!r}")
 
 
-def reward(messages: list[dict], info: dict) -> float:
-    """R in [0, 1] for a dialogue ending with an assistant turn (see the module docstring)."""
+def reward(messages: list[dict], info: dict) -> list[float]:
+    """r_j in [0, 1] for each assistant turn j of the dialogue (see the module docstring)."""
     reveal = info["rules"]  # rule -> user turn that reveals it (1-based)
     user_turn, scores = 0, []
     for m in messages:
@@ -69,7 +73,7 @@ def reward(messages: list[dict], info: dict) -> float:
             scores.append(sum(rule_ok(r, m["content"], info) for r in live) / len(live) if live else 1.0)
     if not scores:
         raise ValueError("the dialogue has no assistant turn")
-    return sum(scores) / len(scores)
+    return scores
 
 
 def make_seed(rng: random.Random, name: str) -> dict:

@@ -13,6 +13,7 @@ from rlhf_engine.callbacks import NullReporter
 from rlhf_engine.data.examples import Message
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.rewards import FunctionScorer, make_scorer
+from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.rewards.functions import get
 from rlhf_engine.run import JobInputError, run
 from rlhf_engine.spec import RewardSource, TrainConfig
@@ -35,12 +36,31 @@ def dialogue(*replies):
 
 def test_remember_rules_reward_by_hand():
     # turn 1: only the name rule is live; turn 2 and 3: name and short (4 words; 6 words -> 2 - 6/4 = 0.5).
-    assert remember_rules.reward(dialogue("Hello Maya!"), INFO) == 1.0
-    assert remember_rules.reward(dialogue("Hello there!"), INFO) == 0.0
+    assert remember_rules.reward(dialogue("Hello Maya!"), INFO) == [1.0]
+    assert remember_rules.reward(dialogue("Hello there!"), INFO) == [0.0]
     r = remember_rules.reward(dialogue("Hi maya.", "Sure, Maya.", "Because it is fun, you see"), INFO)
-    assert r == pytest.approx((1.0 + 1.0 + (0.0 + 0.5) / 2) / 3)
+    assert r == pytest.approx([1.0, 1.0, (0.0 + 0.5) / 2])
     # The name must be a word, not a substring ("Mayan" is not "Maya").
-    assert remember_rules.reward(dialogue("Mayan ruins."), INFO) == 0.0
+    assert remember_rules.reward(dialogue("Mayan ruins."), INFO) == [0.0]
+    # A dialogue's reward is the sum over its turns; the return of turn h the sum from h on.
+    msgs = [Message(m["role"], m["content"]) for m in dialogue("Hi maya.", "Sure, Maya.", "Because it is fun, you see")]
+    scorer = FunctionScorer(remember_rules.reward, "remember_rules")
+    assert scorer.score([msgs], [INFO]) == [pytest.approx(2.25)]
+    turns = scorer.score_turns([msgs], [INFO], [3])[0]
+    assert [future_return(turns, h) for h in (1, 2, 3)] == pytest.approx([2.25, 1.25, 0.25])
+
+
+def test_a_scalar_reward_is_split_across_turns_by_differences():
+    """r_j = R(through turn j) - R(through turn j-1): the rewards sum to R, and r_j is turn j's part."""
+    def words(messages, info):  # a scalar reward: assistant words so far
+        return float(sum(len(m["content"].split()) for m in messages if m["role"] == "assistant"))
+
+    msgs = [Message(m["role"], m["content"]) for m in dialogue("one two", "three", "four five six")]
+    scorer = FunctionScorer(words, "words")
+    assert scorer.score_turns([msgs], [{}], [3]) == [[2.0, 1.0, 3.0]]
+    # Counting only the last two turns: the first of them also carries what the history before it scored.
+    assert scorer.score_turns([msgs], [{}], [2]) == [[3.0, 3.0]]
+    assert scorer.score_turns([msgs], [{"x": 1}], [4]) == [[2.0, 1.0, 3.0]]  # no more turns than it has
 
 
 def test_function_scorer_marks_failures_and_unknown_names_are_input_errors():
