@@ -6,11 +6,15 @@ The worker implements it to write Postgres rows; the CLI implements it to print 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
+
+# An event's level, in OpenAI's words (the official client validates it against exactly these).
+EventLevel = Literal["info", "warn", "error"]
+EVENT_LEVELS: tuple[EventLevel, ...] = ("info", "warn", "error")
 
 
 class Reporter(Protocol):
-    def event(self, message: str, *, level: str = "info", data: dict | None = None) -> None:
+    def event(self, message: str, *, level: EventLevel = "info", data: dict | None = None) -> None:
         """A human-readable event ("Step 10/40", "Checkpoint saved", ...)."""
 
     def metrics(self, step: int, values: dict[str, float], *, total_steps: int | None = None) -> None:

@@ -3,18 +3,65 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def save_adapter(model, out_dir: Path, base_model_name: str) -> Path:
-    """adapter_config.json + adapter_model.safetensors, loadable by peft.PeftModel.from_pretrained."""
+def save_adapter(model, out_dir: Path, base_model_name: str, stacked_on: Sequence[str | Path] = ()) -> Path:
+    """adapter_config.json + adapter_model.safetensors, loadable by peft.PeftModel.from_pretrained.
+
+    `stacked_on`: the adapters the job started from (merged into the base before training); the
+    saved adapter then holds them and `model`'s update together, so it loads on the base alone."""
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
+    if stacked_on:
+        combine_adapters([*map(Path, stacked_on), out_dir], out_dir)
     config_path = out_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
     # The registry name, not a cache path from the training machine.
     config["base_model_name_or_path"] = base_model_name
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return out_dir
+
+
+def combine_adapters(adapter_dirs: Sequence[Path], out_dir: Path) -> Path:
+    """One LoRA adapter whose update is exactly the sum of the given adapters' updates.
+
+    LoRA adds s * B @ A to a weight (s = alpha / r). Stacking the A's by rows and the scaled B's
+    by columns gives a rank r1 + r2 + ... adapter with s = 1 and the same sum:
+    [s1 B1, s2 B2] @ [A1; A2] = s1 B1 A1 + s2 B2 A2. A module one adapter does not target gets
+    zero blocks there, so every module has the same rank. Written over `out_dir` (which may be
+    one of the inputs: everything is read first)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    configs = [json.loads((Path(d) / "adapter_config.json").read_text()) for d in adapter_dirs]
+    for d, c in zip(adapter_dirs, configs):
+        if c.get("peft_type") != "LORA" or c.get("use_dora") or c.get("rank_pattern") or c.get("alpha_pattern"):
+            raise ValueError(f"{d}: only plain LoRA adapters (uniform rank, no DoRA) can be combined")
+    weights = [load_file(Path(d) / "adapter_model.safetensors") for d in adapter_dirs]
+    ranks = [c["r"] for c in configs]
+    scales = [c["lora_alpha"] / (c["r"] ** 0.5 if c.get("use_rslora") else c["r"]) for c in configs]
+    modules = sorted({k.removesuffix(".lora_A.weight") for w in weights for k in w if k.endswith(".lora_A.weight")})
+    combined = {}
+    for module in modules:
+        a_key, b_key = f"{module}.lora_A.weight", f"{module}.lora_B.weight"
+        some = next(w for w in weights if a_key in w)
+        (_, fan_in), (fan_out, _) = some[a_key].shape, some[b_key].shape
+        like = {"dtype": some[a_key].dtype}
+        a_blocks = [w[a_key] if a_key in w else torch.zeros(r, fan_in, **like) for w, r in zip(weights, ranks)]
+        b_blocks = [w[b_key] * s if b_key in w else torch.zeros(fan_out, r, **like)
+                    for w, r, s in zip(weights, ranks, scales)]
+        combined[a_key], combined[b_key] = torch.cat(a_blocks, 0).contiguous(), torch.cat(b_blocks, 1).contiguous()
+    rank = sum(ranks)
+    targets = set()
+    for c in configs:
+        targets.update([c["target_modules"]] if isinstance(c["target_modules"], str) else c["target_modules"])
+    config = {**configs[-1], "r": rank, "lora_alpha": rank, "use_rslora": False, "target_modules": sorted(targets)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(combined, out_dir / "adapter_model.safetensors", metadata={"format": "pt"})
+    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     return out_dir
 
 

@@ -1,7 +1,8 @@
 """Reference-policy log-probs: computed once per (base model, tokenised dataset), cached on disk.
 
-The reference is the base model itself: the policy with its LoRA adapter disabled, so no second
-copy of the weights is ever loaded. The values depend on the base weights, the exact token ids and
+The reference is the model the job starts from: the policy with its LoRA adapter disabled, so no
+second copy of the weights is ever loaded. For a chained job (TrainConfig.init_adapters) that is
+the base with the earlier adapters merged in: the model it continues, not the original base. The values depend on the base weights, the exact token ids and
 the precision the forward ran in (rlhf_engine/precision.py: a CPU fp32 reference differs from a
 GPU bf16 one by as much as a DPO margin), so they are keyed by a hash of all three and reused
 across epochs, resumes and jobs. The pass runs in the job's precision, as training does, so that
@@ -11,6 +12,7 @@ DPO's margin is 0 at step 0.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -20,11 +22,13 @@ from rlhf_engine.logprobs import completion_logps
 from rlhf_engine.precision import Precision
 
 
-def cache_key(model_dir: Path, pairs: list[TokenizedPair], precision: Precision) -> str:
+def cache_key(weights: Path | Sequence[Path], pairs: list[TokenizedPair], precision: Precision) -> str:
+    """`weights`: the base model's directory, or it and the adapters merged into it (a chained job)."""
     h = hashlib.sha256(precision.tag.encode())
-    for f in sorted(Path(model_dir).glob("*.safetensors")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for directory in [weights] if isinstance(weights, (str, Path)) else weights:
+        for f in sorted(Path(directory).glob("*.safetensors")):
+            st = f.stat()
+            h.update(f"{f.parent.name}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     for p in pairs:
         h.update(repr((p.prompt, p.chosen, p.rejected)).encode())
     return h.hexdigest()[:32]
@@ -58,12 +62,12 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
     return out
 
 
-def load_or_compute(model, model_dir: Path, pairs: list[TokenizedPair], pad_id: int,
+def load_or_compute(model, weights: Path | Sequence[Path], pairs: list[TokenizedPair], pad_id: int,
                     cache_dir: Path | None, precision: Precision) -> tuple[torch.Tensor, bool]:
     """Returns (logps, hit) where hit says whether the cache answered."""
     from safetensors.torch import load_file, save_file
 
-    key = cache_key(model_dir, pairs, precision)
+    key = cache_key(weights, pairs, precision)
     path = Path(cache_dir) / "reference" / f"{key}.safetensors" if cache_dir else None
     if path and path.exists():
         return load_file(path)["logps"], True

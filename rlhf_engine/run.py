@@ -30,26 +30,36 @@ class JobInputError(ValueError):
     """The job cannot run on this data/model combination (reported to the user as the job's error)."""
 
 
+def _targets(example):
+    """What one example trains on: a preference pair, or each chat turn that carries loss (the
+    conversation up to and including that assistant turn)."""
+    if isinstance(example, formats.PreferenceExample):
+        return [example]
+    return [example.messages[:i + 1] for i in example.trained]
+
+
 def _tokenize_preferences(tokenizer, examples, hp, reporter: Reporter, what: str):
     from rlhf_engine.data.tokenize import ExampleTooLong, tokenize_chat, tokenize_pair
 
     pairs, too_long, truncated = [], [], 0
     for line, ex in enumerate(examples, start=1):
-        try:
-            if isinstance(ex, formats.PreferenceExample):
-                pair = tokenize_pair(tokenizer, ex, max_length=hp.max_length, max_prompt_length=hp.max_prompt_length)
-            else:  # chat example (supervised)
-                pair = tokenize_chat(tokenizer, ex.messages, max_length=hp.max_length,
-                                     max_prompt_length=hp.max_prompt_length)
-        except ExampleTooLong as err:
-            too_long.append((line, str(err)))
-            continue
-        truncated += pair.prompt_truncated
-        pairs.append(pair)
+        for target in _targets(ex):
+            try:
+                if isinstance(target, formats.PreferenceExample):
+                    pair = tokenize_pair(tokenizer, target, max_length=hp.max_length,
+                                         max_prompt_length=hp.max_prompt_length)
+                else:
+                    pair = tokenize_chat(tokenizer, target, max_length=hp.max_length,
+                                         max_prompt_length=hp.max_prompt_length)
+            except ExampleTooLong as err:
+                too_long.append((line, str(err)))
+                continue
+            truncated += pair.prompt_truncated
+            pairs.append(pair)
     if too_long:
         lines = ", ".join(str(line) for line, _ in too_long[:20])
         reporter.event(f"{len(too_long)} {what} example(s) do not fit max_length={hp.max_length} and were "
-                       f"left out: line(s) {lines}", level="warning",
+                       f"left out: line(s) {lines}", level="warn",
                        data={"lines": [line for line, _ in too_long], "reason": too_long[0][1]})
     if truncated:
         reporter.event(f"{truncated} {what} prompt(s) were truncated from the left to fit max_length", level="info")
@@ -79,12 +89,15 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     model_dir = loading.materialise(registry.get(config.model), cache_dir)
     precision = precisions.decide(config.precision, loading.pick_device())  # for every forward of the job
     if method.type == "reward_model":  # a sequence classifier, not a causal LM: its own loader
+        if config.init_adapters:
+            raise JobInputError("a reward model starts from a registry model, not from a fine-tuned one")
         from rlhf_engine.algorithms.reward_model import run_reward_model
 
         return run_reward_model(config, model_dir, reporter, precision, cache_dir=cache_dir, resume_from=resume_from)
     online = method.type in ("rebel", "refuel")
     tokenizer = loading.load_tokenizer(model_dir)
     base = loading.load_causal_lm(model_dir, dtype=precision.weights, device=precision.device)
+    base = loading.merge_adapters(base, config.init_adapters)  # a chained job: the model it continues
     if config.attention == "flex":
         from rlhf_engine.attention import enable_flex
 
@@ -100,7 +113,7 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
         # log pi_t (collection, eval mode) and the training forward must be one function, or the
         # step-0 log-ratio is dropout noise instead of 0: these methods train without it.
         reporter.event(f"LoRA dropout {lora.dropout} is turned off: {method.type} compares the policy with "
-                       "log pi_t computed without dropout", level="warning")
+                       "log pi_t computed without dropout", level="warn")
         lora = lora.model_copy(update={"dropout": 0.0})
     model = loading.add_lora(base, lora, seed=config.seed)
     reporter.event(f"Loaded {config.model} on {precision.device} ({precision.tag}) in "
@@ -124,8 +137,9 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
         from rlhf_engine.algorithms.dpo import DPO
 
         t0 = time.perf_counter()
-        ref, hit = reference.load_or_compute(model, model_dir, pairs, pad_id, cache_dir, precision)
-        eval_ref = (reference.load_or_compute(model, model_dir, eval_pairs, pad_id, cache_dir, precision)[0]
+        weights = [model_dir, *config.init_adapters]  # what the reference is: the model the job starts from
+        ref, hit = reference.load_or_compute(model, weights, pairs, pad_id, cache_dir, precision)
+        eval_ref = (reference.load_or_compute(model, weights, eval_pairs, pad_id, cache_dir, precision)[0]
                     if eval_pairs else None)
         reporter.event(f"Reference log-probs {'loaded from cache' if hit else 'computed'} for {len(pairs)} pairs "
                        f"in {time.perf_counter() - t0:.1f}s")
@@ -142,5 +156,5 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
                  resume_from=resume_from, precision=precision)
     if result.stopped:
         return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
-    adapter = save_adapter(model, out_dir / "adapter", config.model)
+    adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
     return RunResult(adapter, result.steps, result.trained_tokens, False, result.final_metrics)

@@ -265,6 +265,11 @@ class TrainConfig(StrictModel):
     # Attention for prefix-shared packed batches (rlhf_engine/attention.py): "flex" (CUDA only) runs
     # them through flex_attention with a block-sparse mask; "sdpa" through SDPA with a dense one.
     attention: Literal["sdpa", "flex"] = "sdpa"
+    # PEFT adapters on `model` that the job starts from (a chained job: SFT, then DPO on its
+    # model). They are merged into the base weights before training, so they are also the
+    # reference, and the exported adapter holds them and the new update together
+    # (rlhf_engine/export.py), loading on `model` alone.
+    init_adapters: list[str] = Field(default_factory=list)
 
 
 __all__ = [

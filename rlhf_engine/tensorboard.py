@@ -231,12 +231,14 @@ class Tracker(Protocol):
 
 
 class WandbTracker:
-    def __init__(self, project: str, run_name: str | None, config: dict | None):
+    def __init__(self, project: str, run_name: str | None, config: dict | None, *, entity: str | None = None,
+                 tags: list[str] | None = None, display_name: str | None = None):
         import wandb  # optional; only when configured
 
         self._wandb = wandb
-        self._run = wandb.init(project=project, name=run_name, id=run_name, resume="allow", config=config or {},
-                               reinit=True)
+        # The run id stays the job's (a resumed job continues its run); `display_name` is what W&B shows.
+        self._run = wandb.init(project=project, name=display_name or run_name, id=run_name, resume="allow",
+                               config=config or {}, entity=entity, tags=tags, reinit=True)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self._run.log(values, step=step)
@@ -298,6 +300,35 @@ def trackers_from_env(run_name: str | None = None, config: dict | None = None,
         except Exception:
             log.exception("could not start the MLflow run; continuing without it")
     return found
+
+
+def _wandb_credentials(env: dict[str, str]) -> bool:
+    """An API key in the environment, an offline/disabled mode, or a `wandb login` in ~/.netrc."""
+    if env.get("WANDB_API_KEY") or env.get("WANDB_MODE") in ("offline", "disabled"):
+        return True
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_tracker(settings: dict, run_name: str | None = None, config: dict | None = None,
+                  env: dict[str, str] | None = None) -> tuple[Tracker | None, str | None]:
+    """A W&B run for a job's OpenAI-style integration (`project`, `name`, `entity`, `tags`), or
+    (None, why not): no `wandb` package, no credentials, or a run that would not start."""
+    env = os.environ if env is None else env
+    if not _importable("wandb"):
+        return None, "the `wandb` package is not installed on the worker"
+    if not _wandb_credentials(env):
+        return None, "the worker has no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    try:
+        return WandbTracker(settings["project"], run_name, config, entity=settings.get("entity"),
+                            tags=settings.get("tags"), display_name=settings.get("name")), None
+    except Exception as err:
+        log.exception("could not start the W&B run")
+        return None, f"the W&B run could not start ({type(err).__name__})"
 
 
 # ---- the Reporter wrapper ------------------------------------------------------------------------

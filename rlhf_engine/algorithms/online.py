@@ -205,7 +205,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
             + f" ({stats['rollout/collect_seconds']:.1f}s)", data={"iteration": t, **stats})
         if not pairs:
             reporter.event(f"Iteration {t}: no usable pairs (identical responses or failed scores); not training",
-                           level="warning")
+                           level="warn")
             history.append({"iteration": t, **stats})
             continue
 
@@ -228,7 +228,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
         reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {loss_after:.4f}, "
                        f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
-    adapter = save_adapter(model, out_dir / "adapter", config.model)
+    adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
     reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues")
     evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=scorer, users=users, sampling=sampling,
                                    num_turns=num_turns, seed=config.seed)

@@ -31,9 +31,12 @@ class PreferenceExample:
 
 @dataclass(frozen=True, slots=True)
 class ChatExample:
-    """A supervised conversation; it ends with the assistant turn to imitate."""
+    """A supervised conversation ending with an assistant turn. `trained` holds the indices of the
+    assistant turns that carry loss (OpenAI's `weight: 1`, every assistant turn by default); each
+    is trained with the turns before it as its prompt."""
 
     messages: tuple[Message, ...]
+    trained: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,9 +52,6 @@ def check_keys(obj: dict, required: tuple[str, ...], optional: frozenset[str] = 
 def text(value: Any, field: str, what: str = "content") -> str:
     """A non-blank string. Whitespace-only text trains on nothing, so it is an error too."""
     if type(value) is not str:
-        if isinstance(value, list):
-            fail(field, "wrong_type", f"{what} must be a string; only text content is supported, "
-                                      "not a list of content parts")
         fail(field, "wrong_type", f"{what} must be a string, not {_type_name(value)}")
     if not value or value.isspace():
         fail(field, "empty_content", f"{what} is empty")
@@ -72,28 +69,56 @@ _NEXT_TURN = {"user": "assistant", "assistant": "user"}
 
 def message(value: Any, field: str, index: int | None = None) -> Message:
     """`{"role", "content", optional "name"}` at `field` (or `field[index]`). The name is
-    accepted and dropped: chat templates have no place for it, and OpenAI files often carry one."""
+    accepted and dropped: chat templates have no place for it, and OpenAI files often carry one.
+    `content` is text, or OpenAI's list of content parts of type `text` (joined)."""
     # Fast path for the common, valid message: no paths are formatted unless something is wrong.
     if type(value) is dict and value.keys() <= _MESSAGE_KEYS:
         role, content = value.get("role"), value.get("content")
         if type(role) is str and role in ROLES and type(content) is str and content \
                 and not content.isspace():
             return Message(role, content)
-    _diagnose_message(value, field if index is None else f"{field}[{index}]")
+    return _checked_message(value, field if index is None else f"{field}[{index}]")
 
 
-def _diagnose_message(value: Any, field: str) -> NoReturn:
+def _checked_message(value: Any, field: str) -> Message:
     if type(value) is not dict:
         fail(field, "wrong_type", f"a message must be an object, not {_type_name(value)}")
+    if "tool_calls" in value or "function_call" in value:
+        key = "tool_calls" if "tool_calls" in value else "function_call"
+        fail(f"{field}.{key}", "unsupported_tool_use", "tool calls are not supported: this service trains on "
+                                                       "text turns of system, user and assistant")
     check_keys(value, ("role", "content"), _MESSAGE_KEYS, field)
     role = value["role"]
     if type(role) is not str:
         fail(f"{field}.role", "wrong_type", f"role must be a string, not {_type_name(role)}")
     if role not in ROLES:
         fail(f"{field}.role", "invalid_role",
-             f"role '{role}' is not supported; use system, user or assistant")
-    text(value["content"], f"{field}.content")
-    raise AssertionError("unreachable: the fast path accepts every message that passes these checks")
+             f"role '{role}' is not supported; use system, user or assistant"
+             + (" (tool use is not supported)" if role in ("tool", "function") else ""))
+    content = value["content"]
+    if type(content) is list:
+        content = content_parts(content, f"{field}.content")
+    return Message(role, text(content, f"{field}.content"))
+
+
+def content_parts(parts: list, field: str) -> str:
+    """OpenAI's `[{"type": "text", "text": ...}, ...]`, as one text (the parts joined as they are).
+    Any other part (image_url, input_audio, file) is refused: the models here read text only."""
+    texts = []
+    for i, part in enumerate(parts):
+        where = f"{field}[{i}]"
+        if type(part) is not dict:
+            fail(where, "wrong_type", f"a content part must be an object, not {_type_name(part)}")
+        kind = part.get("type")
+        if kind != "text":
+            fail(f"{where}.type", "unsupported_content",
+                 f"content part type {kind!r} is not supported; only 'text' parts are (the models here read "
+                 "text only)")
+        check_keys(part, ("type", "text"), prefix=where)
+        texts.append(text(part["text"], f"{where}.text", "text"))
+    if not texts:
+        fail(field, "empty_content", "content holds no parts")
+    return "".join(texts)
 
 
 def messages(value: Any, field: str) -> tuple[Message, ...]:
@@ -237,9 +262,50 @@ def _first_difference(prompt: tuple[Message, ...], other: tuple[Message, ...]) -
 
 
 def chat(obj: dict) -> ChatExample:
-    """OpenAI supervised format: `{"messages": [..., assistant]}`."""
+    """OpenAI supervised format: `{"messages": [..., assistant]}`, where an assistant message may
+    carry `weight` 0 (not trained on) or 1 (the default)."""
     check_keys(obj, ("messages",), _TOOL_KEYS)
-    return ChatExample(conversation(obj["messages"], "messages"))
+    raw, weights = _without_weights(obj["messages"])
+    msgs = conversation(raw, "messages")
+    trained = tuple(i for i, m in enumerate(msgs) if m.role == "assistant" and weights.get(i, 1))
+    if not trained:
+        fail("messages", "no_trained_turn", "every assistant message has weight 0; at least one must have "
+                                            "weight 1 to train on")
+    return ChatExample(msgs, trained)
+
+
+def _without_weights(value: Any) -> tuple[Any, dict[int, int]]:
+    """The messages without their `weight` keys, and those weights by message index."""
+    if type(value) is not list or not any(type(m) is dict and "weight" in m for m in value):
+        return value, {}
+    stripped, weights = [], {}
+    for i, m in enumerate(value):
+        if type(m) is dict and "weight" in m:
+            w = m["weight"]
+            if type(w) is not int or w not in (0, 1):
+                fail(f"messages[{i}].weight", "invalid_weight", f"weight must be 0 or 1, not {w!r}")
+            if m.get("role") != "assistant":
+                fail(f"messages[{i}].weight", "invalid_weight", "weight is only allowed on assistant messages")
+            weights[i] = w
+            m = {k: v for k, v in m.items() if k != "weight"}
+        stripped.append(m)
+    return stripped, weights
+
+
+def prompt_completion(obj: dict) -> ChatExample:
+    """OpenAI's and TRL's `{"prompt", "completion"}`: text and text, or messages ending with a
+    user turn and a list of one assistant message. Trained on the completion."""
+    check_keys(obj, ("prompt", "completion"), _TRL_EXTRA)
+    prompt = obj["prompt"]
+    if type(prompt) is str:
+        history = (Message("user", text(prompt, "prompt", "prompt")),)
+        reply = Message("assistant", _plain(obj, "completion"))
+    elif type(prompt) is list:
+        history = prompt_messages(prompt, "prompt")
+        reply = completion(obj["completion"], "completion")
+    else:
+        fail("prompt", "wrong_type", f"prompt must be a string or a list of messages, not {_type_name(prompt)}")
+    return ChatExample((*history, reply), (len(history),))
 
 
 def prompts(obj: dict) -> PromptExample:
@@ -277,6 +343,7 @@ SHAPES: dict[str, tuple[str, Callable[[dict], Any]]] = {
     "openai_preference": ("preference", openai_preference),
     "trl_preference": ("preference", trl_preference),
     "chat": ("chat", chat),
+    "prompt_completion": ("chat", prompt_completion),
     "dialogues": ("dialogues", dialogues),
     "prompts": ("prompts", prompts),
 }
@@ -293,9 +360,11 @@ def detect(obj: dict) -> str:
         return "chat"
     if "user_turns" in obj:
         return "dialogues"
+    if "completion" in obj:
+        return "prompt_completion"
     if "prompt" in obj:
         return "prompts"
     fail(None, "missing_field",
          "unrecognised record: expected 'input'/'preferred_output'/'non_preferred_output' "
          "(OpenAI preference), 'prompt'/'chosen'/'rejected' (TRL preference), 'messages' (chat), "
-         "'prompt' (prompts) or 'user_turns' (dialogues)")
+         "'prompt'/'completion' (chat), 'prompt' (prompts) or 'user_turns' (dialogues)")

@@ -57,6 +57,18 @@ def load_causal_lm(path: Path, *, dtype=None, device: str = "cpu"):
     return model if placement else model.to(device)
 
 
+def merge_adapters(model, adapter_dirs):
+    """`model` with each saved LoRA adapter folded into its weights, in order: the weights a
+    chained job starts from (and measures its reference against)."""
+    if not adapter_dirs:
+        return model
+    from peft import PeftModel
+
+    for adapter_dir in adapter_dirs:
+        model = PeftModel.from_pretrained(model, Path(adapter_dir)).merge_and_unload()
+    return model
+
+
 def lora_target_modules(model, spec: LoraSpec) -> list[str] | str:
     """`all-linear`: every nn.Linear inside the transformer blocks, never the output head."""
     if spec.target_modules != "all-linear":

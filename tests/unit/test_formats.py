@@ -80,7 +80,29 @@ def test_chat_format_and_ignored_keys():
                            msg("assistant", "r")], "tools": [], "parallel_tool_calls": True}
     parsed = parse_jsonl(jsonl(record))
     assert parsed.format == "chat"
-    assert parsed.examples == [ChatExample((S("s"), U("q"), A("r")))]
+    assert parsed.examples == [ChatExample((S("s"), U("q"), A("r")), trained=(2,))]
+
+
+def test_chat_weights_choose_the_assistant_turns_that_carry_loss():
+    turns = [msg("user", "q1"), dict(msg("assistant", "a1"), weight=0), msg("user", "q2"), msg("assistant", "a2"),
+             msg("user", "q3"), dict(msg("assistant", "a3"), weight=1)]
+    (example,) = parse_jsonl(jsonl({"messages": turns})).examples
+    assert example.messages == (U("q1"), A("a1"), U("q2"), A("a2"), U("q3"), A("a3"))
+    assert example.trained == (3, 5)  # weight 0 is left out; no weight means 1, as in OpenAI's format
+
+
+def test_text_content_parts_are_joined():
+    parts = [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]
+    (example,) = parse_jsonl(jsonl(openai_pref([{"role": "user", "content": parts}]))).examples
+    assert example.prompt == (U("Capital of France?"),)
+
+
+def test_prompt_completion_pairs_are_chat_examples():
+    parsed = parse_jsonl(jsonl({"prompt": "2+2=", "completion": "4"},
+                               {"prompt": [msg("system", "s"), msg("user", "q")], "completion": [msg("assistant", "a")]}))
+    assert parsed.format == "chat"
+    assert parsed.examples == [ChatExample((U("2+2="), A("4")), trained=(1,)),
+                               ChatExample((S("s"), U("q"), A("a")), trained=(2,))]
 
 
 def test_prompts_format_text_and_messages():
@@ -143,11 +165,27 @@ BAD_CASES = {
                             (1, "input.temp", "unknown_field")),
     "unknown_field_trl": ([{"prompt": "q", "chosen": "a", "rejected": "b", "source": "web"}],
                           (1, "source", "unknown_field")),
-    "unknown_field_message": ([{"messages": [msg("user", "q"), dict(msg("assistant", "a"), weight=0)]}],
-                              (1, "messages[1].weight", "unknown_field")),
+    "unknown_field_message": ([openai_pref() | {"preferred_output": [dict(msg("assistant", "a"), weight=1)]}],
+                              (1, "preferred_output[0].weight", "unknown_field")),
     "content_not_string": ([openai_pref(chosen=None)], (1, "preferred_output[0].content", "wrong_type")),
-    "content_parts": ([{"messages": [{"role": "user", "content": [{"type": "text", "text": "q"}]},
-                                     msg("assistant", "a")]}], (1, "messages[0].content", "wrong_type")),
+    "image_part": ([{"messages": [{"role": "user", "content": [{"type": "text", "text": "q"},
+                                                               {"type": "image_url", "image_url": {"url": "x"}}]},
+                                  msg("assistant", "a")]}], (1, "messages[0].content[1].type", "unsupported_content")),
+    "empty_text_part": ([openai_pref([{"role": "user", "content": [{"type": "text", "text": " "}]}])],
+                        (1, "input.messages[0].content[0].text", "empty_content")),
+    "no_parts": ([openai_pref([{"role": "user", "content": []}])], (1, "input.messages[0].content", "empty_content")),
+    "weight_not_0_or_1": ([{"messages": [msg("user", "q"), dict(msg("assistant", "a"), weight=0.5)]}],
+                          (1, "messages[1].weight", "invalid_weight")),
+    "weight_on_user": ([{"messages": [dict(msg("user", "q"), weight=1), msg("assistant", "a")]}],
+                       (1, "messages[0].weight", "invalid_weight")),
+    "every_weight_zero": ([{"messages": [msg("user", "q"), dict(msg("assistant", "a"), weight=0)]}],
+                          (1, "messages", "no_trained_turn")),
+    "tool_calls": ([{"messages": [msg("user", "q"), dict(msg("assistant", "a"), tool_calls=[])]}],
+                   (1, "messages[1].tool_calls", "unsupported_tool_use")),
+    "completion_not_string": ([{"prompt": "q", "completion": ["a"]}], (1, "completion", "wrong_type")),
+    "completion_empty": ([{"prompt": "q", "completion": ""}], (1, "completion", "empty_content")),
+    "completion_messages_not_assistant": ([{"prompt": [msg("user", "q")], "completion": [msg("user", "a")]}],
+                                          (1, "completion[0].role", "invalid_role")),
     "messages_not_list": ([{"messages": "hi"}], (1, "messages", "wrong_type")),
     "input_not_object": ([dict(GOOD, input=[msg("user", "q")])], (1, "input", "wrong_type")),
     "two_preferred": ([dict(GOOD, preferred_output=[msg("assistant", "a"), msg("assistant", "b")])],

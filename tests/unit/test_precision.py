@@ -95,7 +95,7 @@ def test_online_methods_train_without_lora_dropout(tmp_path, model_cache):
     run(cfg, rec, cache_dir=model_cache)
     first_of_2 = next(v for v in rec.steps if v.get("iteration") == 2.0 and "loss" in v)
     assert first_of_2["logratio_abs"] < 1e-5
-    assert any(level == "warning" and "dropout" in message for level, message in rec.events)
+    assert any(level == "warn" and "dropout" in message for level, message in rec.events)
 
 
 def test_reference_cache_is_keyed_by_precision(tmp_path, tiny_model_dir):
