@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import auth, dashboard, errors, limits, migrate, observability, sse
-from service.routes import files, job_outputs, jobs, ops
+from service.routes import files, job_outputs, jobs, models, ops
 from service.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def create_app() -> FastAPI:
     app.add_middleware(limits.UploadGate, identify=auth.limit_key)  # inner: only uploads within the size limit
     app.add_middleware(limits.BodySizeLimit)
     app.add_middleware(observability.RequestContext)
-    for router in (files.router, jobs.router, job_outputs.router):
+    for router in (files.router, jobs.router, job_outputs.router, models.router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops.router)
     app.include_router(dashboard.router)  # the web dashboard (service/dashboard/) at /dashboard

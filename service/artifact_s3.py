@@ -115,6 +115,13 @@ class S3Mirror:
         self._call("upload", f"{key}/{MANIFEST}",
                    lambda c, k: c.put_object(Bucket=self.bucket, Key=k, Body=manifest))
 
+    def delete_dir(self, key: str) -> None:
+        """Withdraw the manifest first (the directory stops being complete at once), then its files."""
+        manifest = self._manifest(key)
+        self.delete(f"{key}/{MANIFEST}")
+        for name in manifest or {}:
+            self.delete(f"{key}/{safe_key(name)}")
+
     def has_dir(self, key: str) -> bool:
         return self._manifest(key) is not None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +117,12 @@ class ArtifactStore:
         if self.remote is not None and not path.is_dir():
             self.remote.get_dir(key, path)
         return path
+
+    def delete_dir(self, key: str) -> None:
+        """Remove a directory here and in the bucket (a deleted model's adapter)."""
+        if self.remote is not None:
+            self.remote.delete_dir(key)
+        shutil.rmtree(self.path(key), ignore_errors=True)
 
     def check(self) -> None:
         """Raise ArtifactStoreUnavailable if the bucket cannot be used (/readyz)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import model_names
 from service.errors import not_found
-from service.store.models import FileRow, JobRow
+from service.store.models import SUCCEEDED, FileRow, JobRow
 
 
 def get_file(db: Session, project_id: str, file_id: str) -> FileRow:
@@ -28,4 +29,18 @@ def get_job(db: Session, project_id: str, job_id: str, *, for_update: bool = Fal
     row = db.scalar(stmt)
     if row is None:
         raise not_found("fine-tuning job", job_id, param="fine_tuning_job_id")
+    return row
+
+
+def get_fine_tuned_model(db: Session, project_id: str, name: str, *, for_update: bool = False) -> JobRow:
+    """The succeeded job whose final model is `name` and has not been deleted (checkpoint names
+    are not models here: they are listed per job, under .../checkpoints)."""
+    parsed = model_names.parse(name)
+    row = None
+    if parsed is not None and parsed.step is None:
+        stmt = select(JobRow).where(JobRow.id == parsed.job_id, JobRow.project_id == project_id,
+                                    JobRow.status == SUCCEEDED, JobRow.model_deleted_at.is_(None))
+        row = db.scalar(stmt.with_for_update() if for_update else stmt)
+    if row is None or row.fine_tuned_model != name:
+        raise not_found("model", name, param="model")
     return row

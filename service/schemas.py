@@ -7,19 +7,29 @@ database to the wire lives in one place. Fields OpenAI does not have are marked 
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rlhf_engine.callbacks import EventLevel
 from rlhf_engine.spec import Method, SupervisedHyperparameters
-from service.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, now
+from service import model_names
+from service.events import EventType
+from service.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, now
 
 T = TypeVar("T")
 
 ORGANIZATION_ID = "org-local"  # one organisation per install; tenants are its projects
 
 
-class ListObject(BaseModel, Generic[T]):
+class Response(BaseModel):
+    """A response object. Every field is always sent, so every field is required in our OpenAPI
+    (a default only fills it in), as in OpenAI's: strict clients and schemathesis rely on that."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
+class ListObject(Response, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool
@@ -34,21 +44,24 @@ class ListObject(BaseModel, Generic[T]):
         return cls(data=data, has_more=has_more, first_id=first, last_id=last)
 
 
-class Deleted(BaseModel):
+class Deleted(Response):
     id: str
-    object: str
+    object: Literal["file", "model"]
     deleted: bool = True
 
 
 # ---- files ---------------------------------------------------------------------------------------
 
-class FileObject(BaseModel):
+FilePurpose = Literal["fine-tune", "fine-tune-results"]  # uploads; what a finished job writes
+
+
+class FileObject(Response):
     id: str
     object: Literal["file"] = "file"
     bytes: int
     created_at: int
     filename: str
-    purpose: str
+    purpose: FilePurpose
     status: Literal["processed"] = "processed"  # validation happens at upload; stored means usable
     status_details: str | None = None
     # Extensions: what the upload validation found.
@@ -66,6 +79,24 @@ class FileObject(BaseModel):
 _SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+class WandbIntegration(BaseModel):
+    """OpenAI's W&B settings; the run is named after the job unless `name` is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(None, max_length=128)
+    entity: str | None = Field(None, max_length=128)
+    tags: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(None, max_length=50)
+
+
+class Integration(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
 class JobCreate(BaseModel):
     """`POST /v1/fine_tuning/jobs`. Unknown fields are refused so that typos never go unnoticed."""
 
@@ -80,8 +111,8 @@ class JobCreate(BaseModel):
     method: Method | None = None
     # OpenAI's deprecated top-level form: supervised hyperparameters when `method` is absent.
     hyperparameters: SupervisedHyperparameters | None = None
-    # Accepted for client compatibility; no integration is implemented, so only "none" is valid.
-    integrations: list[Any] | None = None
+    # OpenAI's integrations; W&B is the one there is (the worker forwards metrics to it).
+    integrations: list[Integration] | None = Field(None, max_length=5)
     # Extension: also produce the base model with the LoRA update merged in (a plain transformers
     # directory, GET .../merged_model), for serving stacks that take no adapters.
     export_merged: bool = False
@@ -104,29 +135,23 @@ class JobCreate(BaseModel):
                 raise ValueError("metadata keys must be 1-64 characters and values at most 512")
         return v
 
-    @field_validator("integrations")
-    @classmethod
-    def _integrations(cls, v):
-        if v:
-            raise ValueError("integrations are not supported by this service")
-        return v
 
 
 # ---- jobs: responses -----------------------------------------------------------------------------
 
-class JobError(BaseModel):
+class JobError(Response):
     code: str
     message: str
     param: str | None = None
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(Response):
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
 
 
-class FineTuningJob(BaseModel):
+class FineTuningJob(Response):
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     created_at: int
@@ -138,11 +163,11 @@ class FineTuningJob(BaseModel):
     organization_id: str = ORGANIZATION_ID
     result_files: list[str] = []
     seed: int
-    status: str
+    status: JobStatus
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
-    integrations: list[Any] = []
+    integrations: list[Integration] = []
     metadata: dict[str, str] | None = None
     method: dict[str, Any]
     estimated_finish: int | None = None
@@ -165,6 +190,7 @@ class FineTuningJob(BaseModel):
             hyperparameters=Hyperparameters(n_epochs=hp.epochs, batch_size=hp.examples_per_step,
                                             learning_rate_multiplier=1.0 if lrm == "auto" else lrm),
             model=row.model, seed=row.seed, status=row.status, trained_tokens=row.trained_tokens,
+            result_files=row.result_files or [], integrations=row.integrations or [],
             training_file=row.training_file, validation_file=row.validation_file,
             metadata=row.metadata_, method=method.public_dict(), suffix=row.suffix,
             steps_completed=row.steps_completed or 0, total_steps=row.total_steps, result=row.result,
@@ -185,13 +211,13 @@ def estimate_finish(status: str, started_at: int | None, steps: int, total: int 
     return int(at + max(0, total - steps) * seconds_per_step)
 
 
-class Event(BaseModel):
+class Event(Response):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: str
+    level: EventLevel
     message: str
-    type: str = "message"
+    type: EventType = "message"
     data: Any = None
 
     @classmethod
@@ -200,7 +226,7 @@ class Event(BaseModel):
                    type=row.type, data=row.data)
 
 
-class Checkpoint(BaseModel):
+class Checkpoint(Response):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
@@ -211,14 +237,13 @@ class Checkpoint(BaseModel):
 
     @classmethod
     def from_row(cls, row: CheckpointRow, job: JobRow) -> "Checkpoint":
-        # OpenAI names checkpoints "ft:<model>:<org>:<suffix>:<job>:ckpt-step-<n>"; same idea here.
-        name = f"ft:{job.model}:{job.suffix or ''}:{job.id}:ckpt-step-{row.step_number}"
+        name = model_names.checkpoint_model(job_model_name(job), row.step_number)
         return cls(id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=name,
                    fine_tuning_job_id=row.job_id, metrics={**(row.metrics or {}), "step": row.step_number},
                    step_number=row.step_number)
 
 
-class MetricPoint(BaseModel):
+class MetricPoint(Response):
     """Extension: one step's logged values (`loss`, `rewards/margins`, ...)."""
 
     object: Literal["fine_tuning.job.metric"] = "fine_tuning.job.metric"
@@ -226,3 +251,17 @@ class MetricPoint(BaseModel):
     kind: str
     values: dict[str, Any]
     created_at: int
+
+
+def job_model_name(job: JobRow) -> str:
+    """The `ft:` name the job's model has (or will have once it succeeds)."""
+    return model_names.fine_tuned_model(job.base_model, job.project_id, job.suffix, job.id)
+
+
+class Model(Response):
+    """`/v1/models`: a registry model (`owned_by` "system") or a project's fine-tuned model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str

@@ -21,7 +21,8 @@ import time
 from sqlalchemy import func, or_, select, update
 
 from service import quotas
-from service.store.models import QUEUED, RUNNING, EventRow, JobRow, new_id, now
+from service.store.models import QUEUED, RUNNING, JobRow, now
+from service.events import new_event
 from service.store.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def hand_back(db_url: str, job_id: str, owner: str, message: str) -> bool:
                                                 JobRow.lease_owner == owner)
                            .values(status=QUEUED, lease_owner=None, lease_expires_at=None))
         if result.rowcount == 1:
-            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="warning", message=message))
+            s.add(new_event(job_id, level="warn", message=message))
         return result.rowcount == 1
 
 

@@ -19,7 +19,8 @@ import time
 from sqlalchemy import func, or_, select, update
 
 from service.settings import Settings
-from service.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, new_id, now
+from service.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, now
+from service.events import new_event
 from service.store.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,11 @@ def reap_once(settings: Settings, enqueue, unsent: dict[str, str | None] | None 
             ).rowcount
             if claimed:
                 if exhausted:
-                    s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="error",
+                    s.add(new_event(job_id, level="error",
                                    message=f"{LOST_PREFIX} {lost} time(s); job failed",
                                    data={"code": "worker_lost", "lost": lost}))
                 else:
-                    s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="warning",
+                    s.add(new_event(job_id, level="warn",
                                    message=f"{LOST_PREFIX} ({lost} of {settings.max_attempts}); job requeued to "
                                            "resume from its last checkpoint",
                                    data={"code": "worker_lost", "lost": lost}))

@@ -20,9 +20,11 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.store.models import RUNNING, CheckpointRow, EventRow, JobRow, MetricRow, new_id
+from service.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
+from service.events import new_event
 from service.store.session import session_scope
 from worker.dbretry import StoreUnavailable, is_transient, with_retry
+from worker.openai_metrics import with_openai_names
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ def add_event(db_url: str, job_id: str, message: str, *, level: str = "info", ty
               data: dict | None = None) -> None:
     def write():
         with session_scope(db_url) as s:
-            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level=level, message=message, type=type, data=data))
+            s.add(new_event(job_id, level=level, message=message, type=type, data=data))
 
     with_retry(write, "write an event")
 
@@ -54,10 +56,9 @@ class _LeaseLost(Exception):
 
 
 class DbReporter:
-    def __init__(self, db_url: str, job_id: str, store: ArtifactStore, checkpoint_model_name: str, heartbeat=None,
+    def __init__(self, db_url: str, job_id: str, store: ArtifactStore, heartbeat=None,
                  stop_poll_seconds: float = 0.5, owner: str | None = None):
         self.db_url, self.job_id, self.store = db_url, job_id, store
-        self.checkpoint_model_name = checkpoint_model_name
         self.heartbeat = heartbeat
         self.owner = owner if owner is not None else getattr(heartbeat, "owner", None)
         self.stop_poll_seconds = stop_poll_seconds
@@ -93,7 +94,7 @@ class DbReporter:
 
     def event(self, message: str, *, level: str = "info", data: dict | None = None) -> None:
         def body(s):
-            s.add(EventRow(id=new_id("ftevent"), job_id=self.job_id, level=level, message=message, data=data))
+            s.add(new_event(self.job_id, level=level, message=message, data=data))
 
         self._write(body, "write an event")
 
@@ -114,8 +115,8 @@ class DbReporter:
             else:
                 loss = values.get("eval/loss")
                 message = f"Step {step}: validation loss={loss if loss is None else format(loss, '.4f')}"
-            s.add(EventRow(id=new_id("ftevent"), job_id=self.job_id, level="info", type="metrics", message=message,
-                           data={"step": step, "kind": kind, **values,
+            s.add(new_event(self.job_id, level="info", type="metrics", message=message,
+                           data={**with_openai_names(step, values), "kind": kind,
                                  **({"total_steps": total_steps} if total_steps else {})}))
 
         self._write(body, f"record step {step}'s metrics")
@@ -131,15 +132,15 @@ class DbReporter:
             # use), so this one is skipped; training goes on and the next checkpoint tries again.
             log.warning("job %s: checkpoint at step %d not stored in the bucket: %s", self.job_id, step, err)
             self.event(f"Checkpoint at step {step} could not be stored in the artifact store; not recorded",
-                       level="warning", data={"step": step})
+                       level="warn", data={"step": step})
             return
 
         def body(s):
             s.execute(delete(CheckpointRow).where(CheckpointRow.job_id == self.job_id,
                                                   CheckpointRow.step_number == step))
             s.add(CheckpointRow(id=new_id("ftckpt"), job_id=self.job_id, step_number=step,
-                                metrics={"step": step, **_clean(metrics)}, storage_key=key))
-            s.add(EventRow(id=new_id("ftevent"), job_id=self.job_id, message=f"Checkpoint saved at step {step}",
+                                metrics=with_openai_names(step, _clean(metrics)), storage_key=key))
+            s.add(new_event(self.job_id, message=f"Checkpoint saved at step {step}",
                            data={"step": step}))
 
         self._write(body, f"record the checkpoint at step {step}")

@@ -17,6 +17,7 @@ lease. How a run can end:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -29,26 +30,25 @@ from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
-from rlhf_engine.tensorboard import TensorBoardReporter, trackers_from_env
+from rlhf_engine.tensorboard import TensorBoardReporter, Tracker, trackers_from_env, wandb_tracker
 from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.schemas import job_model_name
 from service.observability import job_id_var
 from service.settings import get_settings
 from service.store import models
 from service.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
                                   FileRow, JobRow, MetricRow, new_id, now)
+from service.events import new_event
 from service.store.session import session_scope
 from worker import lease
 from worker.celery_app import app
 from worker.dbretry import StoreUnavailable, with_retry
+from worker.openai_metrics import results_csv
 from worker.reporter import DbReporter, add_event
 
 log = logging.getLogger(__name__)
 
 PAUSED = getattr(models, "PAUSED", "paused")
-
-
-def fine_tuned_model_name(job: JobRow) -> str:
-    return f"ft:{job.model}:{job.suffix or 'local'}:{job.id}"
 
 
 class MissingInput(Exception):
@@ -80,7 +80,7 @@ def _hold_for_quota(db: str, job_id: str, limit: int) -> None:
         with session_scope(db) as s:
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED).values(sent_at=due))
             if not s.scalar(select(EventRow.id).where(EventRow.job_id == job_id, EventRow.message == message).limit(1)):
-                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level="info", message=message))
+                s.add(new_event(job_id, level="info", message=message))
 
     with_retry(write, "note the quota wait")
 
@@ -190,9 +190,10 @@ def _latest_checkpoint(db: str, store: ArtifactStore, job_id: str) -> tuple[int,
     return None
 
 
-def _finish(db: str, job_id: str, owner: str, event: tuple[str, str, dict | None], **values) -> bool:
-    """Final status write and its event in one transaction, only if the job is still ours and still
-    running (a cancel wins)."""
+def _finish(db: str, job_id: str, owner: str, event: tuple[str, str, dict | None], rows: tuple = (),
+            **values) -> bool:
+    """Final status write, its event and `rows` in one transaction, only if the job is still ours
+    and still running (a cancel wins)."""
     message, level, data = event
 
     def write():
@@ -201,7 +202,8 @@ def _finish(db: str, job_id: str, owner: str, event: tuple[str, str, dict | None
                                                     JobRow.lease_owner == owner)
                                .values(finished_at=now(), lease_owner=None, lease_expires_at=None, **values))
             if result.rowcount == 1:
-                s.add(EventRow(id=new_id("ftevent"), job_id=job_id, level=level, message=message, data=data))
+                s.add(new_event(job_id, level=level, message=message, data=data))
+                s.add_all(rows)
             return result.rowcount == 1
 
     return with_retry(write, "record the job's outcome")
@@ -217,7 +219,7 @@ def _prepare_resume(db: str, job_id: str, step: int, attempt: int) -> None:
             s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics",
                                              EventRow.data["step"].as_integer() > step))
             s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=step))
-            s.add(EventRow(id=new_id("ftevent"), job_id=job_id, message=f"Resuming from checkpoint at step {step} "
+            s.add(new_event(job_id, message=f"Resuming from checkpoint at step {step} "
                                                                         f"(attempt {attempt})",
                            data={"step": step, "attempt": attempt}))
 
@@ -250,9 +252,9 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
 
     # Every job also gets TensorBoard event files (and W&B / MLflow when configured) beside its artifacts.
     reporter = TensorBoardReporter(
-        DbReporter(db, job_id, store, fine_tuned_model_name(job), heartbeat=heartbeat, owner=owner),
+        DbReporter(db, job_id, store, heartbeat=heartbeat, owner=owner),
         logdir=store.path(store.job_key(job_id)) / "tensorboard",
-        trackers=trackers_from_env(run_name=job_id, config=job.method))
+        trackers=trackers_from_env(run_name=job_id, config=job.method) + _integrations(db, job))
     try:
         inputs = {}
         for file_id in filter(None, [job.training_file, job.validation_file]):
@@ -262,7 +264,7 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
             if not inputs[file_id].exists():
                 raise MissingInput(f"the bytes of file {file_id!r} are missing from the artifact store")
         config = TrainConfig(
-            model=job.model,
+            model=job.base_model, init_adapters=[str(_adapter_dir(store, key)) for key in job.init_adapters or []],
             training_file=str(inputs[job.training_file]),
             validation_file=str(inputs[job.validation_file]) if job.validation_file else None,
             seed=job.seed, method=Method.model_validate(job.method),
@@ -308,10 +310,56 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         return
     if job.export_merged and not _export_merged(db, store, job, owner, settings):
         return
-    _finish(db, job_id, owner, ("The job has successfully completed", "info",
-                                {"steps": result.steps, "trained_tokens": result.trained_tokens}),
-            status=SUCCEEDED, fine_tuned_model=fine_tuned_model_name(job),
-            trained_tokens=result.trained_tokens, result=result.summary)
+    try:
+        results = _results_file(db, store, job)
+    except ArtifactStoreUnavailable as err:
+        _fail(db, job_id, owner, "artifact_store_unavailable", f"the results file could not be stored: {err}")
+        return
+    if not _finish(db, job_id, owner, ("The job has successfully completed", "info",
+                                       {"steps": result.steps, "trained_tokens": result.trained_tokens}),
+                   rows=(results,), status=SUCCEEDED, fine_tuned_model=job_model_name(job),
+                   result_files=[results.id], trained_tokens=result.trained_tokens, result=result.summary):
+        store.delete_file(results.storage_key)  # cancelled meanwhile: no job points at it
+
+
+def _adapter_dir(store: ArtifactStore, key: str) -> Path:
+    """A stored adapter a chained job starts from: a job's final adapter, or a checkpoint (whose
+    adapter is its `adapter/`), fetched from the bucket if this machine has no copy."""
+    path = store.local_dir(key)
+    if not path.is_dir():
+        raise MissingInput(f"the adapter the job starts from ({key}) is missing from the artifact store")
+    return path if (path / "adapter_config.json").exists() else path / "adapter"
+
+
+def _integrations(db: str, job: JobRow) -> list[Tracker]:
+    """The job's W&B integration, if the worker can honour it; if not, a `warn` event says why and
+    the job trains on without it."""
+    trackers = []
+    for integration in job.integrations or []:
+        tracker, problem = wandb_tracker(integration["wandb"], run_name=job.id, config=job.method)
+        if tracker is not None:
+            trackers.append(tracker)
+            add_event(db, job.id, f"Forwarding metrics to W&B project {integration['wandb']['project']!r}")
+        else:
+            add_event(db, job.id, f"W&B integration not used: {problem}", level="warn")
+    return trackers
+
+
+def _results_file(db: str, store: ArtifactStore, job: JobRow) -> FileRow:
+    """The job's `fine-tune-results` file (OpenAI's CSV, one row per step), stored; its row is
+    written with the job's final status."""
+    with session_scope(db) as s:
+        metrics = s.execute(select(MetricRow.step, MetricRow.values).where(MetricRow.job_id == job.id)
+                            .order_by(MetricRow.step, MetricRow.kind)).all()
+    by_step: dict[int, dict] = {}
+    for step, values in metrics:
+        by_step.setdefault(step, {}).update(values)
+    data = results_csv(sorted(by_step.items()))
+    file_id = new_id("file")
+    key = store.save_file(file_id, data)
+    return FileRow(id=file_id, project_id=job.project_id, filename="step_metrics.csv", purpose="fine-tune-results",
+                   bytes=len(data), storage_key=key, format="csv", num_examples=len(by_step),
+                   sha256=hashlib.sha256(data).hexdigest())
 
 
 def _export_merged(db: str, store: ArtifactStore, job: JobRow, owner: str, settings) -> bool:
@@ -321,7 +369,7 @@ def _export_merged(db: str, store: ArtifactStore, job: JobRow, owner: str, setti
 
     add_event(db, job.id, "Merging the adapter into the base weights")
     try:
-        base_dir = loading.materialise(ModelRegistry.load(settings.model_registry).get(job.model),
+        base_dir = loading.materialise(ModelRegistry.load(settings.model_registry).get(job.base_model),
                                        settings.model_cache_dir)
         merge_adapter_dir(base_dir, store.path(store.adapter_key(job.id)), store.path(store.merged_key(job.id)))
         store.publish_dir(store.merged_key(job.id))
@@ -354,7 +402,7 @@ def _prepare_resume_from_scratch(db: str, job_id: str, attempt: int) -> None:
         s.execute(delete(MetricRow).where(MetricRow.job_id == job_id))
         s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics"))
         s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=0))
-        s.add(EventRow(id=new_id("ftevent"), job_id=job_id, message="Fine-tuning job started"
+        s.add(new_event(job_id, message="Fine-tuning job started"
                        if attempt <= 1 else f"Fine-tuning job restarted from the beginning (attempt {attempt})",
                        data={"attempt": attempt}))
 

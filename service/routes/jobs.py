@@ -16,15 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from rlhf_engine.callbacks import EventLevel
 from service import job_requests, queue
 from service.auth import Caller, CallerDep
-from service.deps import DB, Registry, SettingsDep
+from service.deps import DB, Artifacts, Registry, SettingsDep
 from service.errors import APIError, bad_request
+from service.events import new_event
 from service.lookups import get_job
 from service.pagination import paginate
 from service.schemas import FineTuningJob, JobCreate, ListObject
-from service.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, EventRow, JobRow,
-                                  new_id, now)
+from service.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, JobRow, new_id,
+                                  now)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
@@ -32,11 +34,8 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 _METADATA_QUERY = re.compile(r"^metadata\[(.{1,64})\]$")
 
 
-def add_event(db: Session, job_id: str, message: str, level: str = "info",
-              type: str = "message", data: dict | None = None) -> EventRow:
-    row = EventRow(id=new_id("ftevent"), job_id=job_id, level=level, message=message, type=type, data=data)
-    db.add(row)
-    return row
+def add_event(db: Session, job_id: str, message: str, level: EventLevel = "info") -> None:
+    db.add(new_event(job_id, message, level=level))
 
 
 def _send(db: Session, job: JobRow) -> None:
@@ -67,14 +66,18 @@ def _replay(db: Session, caller: Caller, key: str, digest: str) -> JobRow | None
 
 
 @router.post("", response_model=FineTuningJob)
-def create_job(body: JobCreate, db: DB, registry: Registry, caller: CallerDep, settings: SettingsDep,
+def create_job(body: JobCreate, db: DB, registry: Registry, store: Artifacts, caller: CallerDep,
+               settings: SettingsDep,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                              max_length=255)] = None) -> FineTuningJob:
     digest = _request_hash(body) if idempotency_key else None
     if idempotency_key and (earlier := _replay(db, caller, idempotency_key, digest)):
         return FineTuningJob.from_row(earlier)
-    resolved = job_requests.resolve(body, db, registry, caller.project_id)  # 400 before any write
+    resolved = job_requests.resolve(body, db, registry, store, caller.project_id)  # 400 before any write
     job = JobRow(id=new_id("ftjob"), project_id=caller.project_id, model=resolved.model,
+                 base_model=resolved.start.base_model, init_adapters=resolved.start.init_adapters,
+                 parent_job_id=resolved.start.parent_job_id,
+                 integrations=[i.model_dump(mode="json") for i in body.integrations or []],
                  training_file=resolved.training_file.id,
                  validation_file=resolved.validation_file.id if resolved.validation_file else None,
                  status=VALIDATING, method=resolved.method.public_dict(), seed=resolved.seed,

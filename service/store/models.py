@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Literal
 
 from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
                         false)
@@ -34,7 +35,7 @@ class FileRow(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
     storage_key: Mapped[str] = mapped_column(String(256))  # path under RLHF_ARTIFACTS_DIR, never user text
-    format: Mapped[str] = mapped_column(String(32))  # preference | chat | prompts | dialogues
+    format: Mapped[str] = mapped_column(String(32))  # preference | chat | prompts | dialogues | csv (results)
     num_examples: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
 
@@ -80,6 +81,20 @@ class JobRow(Base):
     # The Celery queue its messages go to (its model's registry queue, else the API's RLHF_QUEUE),
     # fixed at creation so every later send (resume, reaper, hand-back) reaches the same workers.
     queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+    # What the weights start from (migration 0006). `model` is the name the user gave: a registry
+    # model, or a `ft:` model or checkpoint of the same project (service/model_names.py). Then
+    # `base_model` is the registry model under it, `init_adapters` the storage keys of the adapters
+    # merged into the base before training (oldest first) and `parent_job_id` the job that made it.
+    base_model: Mapped[str] = mapped_column(String(200))
+    init_adapters: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    parent_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # OpenAI's `integrations` as given ([{"type": "wandb", "wandb": {...}}]).
+    integrations: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # File ids of the job's `fine-tune-results` files, written when it succeeds.
+    result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    # Set by DELETE /v1/models/{name}: the adapter is gone and the model is no longer listed.
+    model_deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class EventRow(Base):
@@ -157,5 +172,6 @@ DEFAULT_PROJECT = "default"
 VALIDATING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "validating_files", "queued", "running", "succeeded", "failed", "cancelled")
 PAUSED = "paused"
+JobStatus = Literal[VALIDATING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PAUSED]
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = (VALIDATING, QUEUED, RUNNING, PAUSED)  # a job in these states still needs its files

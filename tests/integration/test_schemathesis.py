@@ -89,3 +89,32 @@ def test_every_operation_conforms_with_and_without_a_key(case, keyed_api):
     response = case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": ""})
     if case.path.startswith("/v1/"):
         assert response.status_code == 401, (case.method, case.path, response.text)
+
+
+ENUMS = {("Event", "level"): ["info", "warn", "error"], ("Event", "type"): ["message", "metrics"],
+         ("FineTuningJob", "status"): ["validating_files", "queued", "running", "succeeded", "failed", "cancelled",
+                                       "paused"],
+         ("FileObject", "purpose"): ["fine-tune", "fine-tune-results"], ("Deleted", "object"): ["file", "model"]}
+
+
+def test_the_schema_holds_openais_enums_and_catches_a_value_outside_them(every_operation, idle_api):
+    import httpx
+
+    from tests.integration.helpers import dpo_body, upload
+
+    components = every_operation.raw_schema["components"]["schemas"]
+    for (name, field), values in ENUMS.items():
+        assert components[name]["properties"][field]["enum"] == values, (name, field)
+    assert {"error", "fine_tuned_model", "result_files", "integrations"} <= set(components["FineTuningJob"]["required"])
+
+    events = every_operation["/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"]["GET"]
+    with httpx.Client(base_url=idle_api.url, timeout=20) as client:
+        job = client.post("/v1/fine_tuning/jobs", json=dpo_body(upload(client).json()["id"])).json()
+        good = client.get(f"/v1/fine_tuning/jobs/{job['id']}/events")
+    events.validate_response(good)
+    body = good.json()
+    body["data"][0]["level"] = "warning"  # what the workers used to write
+    edited = httpx.Response(200, json=body, request=good.request)
+    edited.elapsed = good.elapsed
+    with pytest.raises(Exception, match="warning"):
+        events.validate_response(edited)
