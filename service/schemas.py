@@ -102,7 +102,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=400)  # a registry model, or this project's `ft:` name
     training_file: str = Field(min_length=1, max_length=64)
     validation_file: str | None = Field(None, min_length=1, max_length=64)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)

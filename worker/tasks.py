@@ -55,6 +55,10 @@ class MissingInput(Exception):
     """A file the job names is gone (deleted after the job was created)."""
 
 
+class MissingStart(Exception):
+    """The adapter a chained job starts from is gone (its model deleted after the job was created)."""
+
+
 def _read_status(db: str, job_id: str) -> str | None:
     def read():
         with session_scope(db) as s:
@@ -278,6 +282,9 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
     except (JobInputError, DatasetError, MissingInput) as err:
         _fail(db, job_id, owner, "invalid_training_file", str(err))
         return
+    except MissingStart as err:
+        _fail(db, job_id, owner, "model_not_available", str(err))
+        return
     except ArtifactStoreUnavailable as err:
         _fail(db, job_id, owner, "artifact_store_unavailable", str(err))
         return
@@ -327,7 +334,7 @@ def _adapter_dir(store: ArtifactStore, key: str) -> Path:
     adapter is its `adapter/`), fetched from the bucket if this machine has no copy."""
     path = store.local_dir(key)
     if not path.is_dir():
-        raise MissingInput(f"the adapter the job starts from ({key}) is missing from the artifact store")
+        raise MissingStart(f"the adapter the job starts from ({key}) is missing from the artifact store")
     return path if (path / "adapter_config.json").exists() else path / "adapter"
 
 

@@ -16,6 +16,8 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
+MODEL_NAME_LENGTH = 400
+
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
@@ -30,10 +32,17 @@ def upgrade() -> None:
     op.execute("UPDATE jobs SET base_model = model")
     with op.batch_alter_table("jobs") as batch:
         batch.alter_column("base_model", existing_type=sa.String(200), nullable=False)
+        # A `ft:` name holds the base, the project, the suffix and the job id: longer than a base name.
+        batch.alter_column("model", existing_type=sa.String(200), type_=sa.String(MODEL_NAME_LENGTH))
+        batch.alter_column("fine_tuned_model", existing_type=sa.String(256), type_=sa.String(MODEL_NAME_LENGTH),
+                           existing_nullable=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.alter_column("fine_tuned_model", existing_type=sa.String(MODEL_NAME_LENGTH), type_=sa.String(256),
+                           existing_nullable=True)
+        batch.alter_column("model", existing_type=sa.String(MODEL_NAME_LENGTH), type_=sa.String(200))
         batch.drop_index("ix_jobs_parent_job_id")
         for column in ("model_deleted_at", "result_files", "integrations", "parent_job_id", "init_adapters",
                        "base_model"):

@@ -47,7 +47,7 @@ class JobRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     project_id: Mapped[str] = mapped_column(String(64), index=True, default="default")
-    model: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(400))  # a registry name or a `ft:` name (below)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
@@ -59,7 +59,7 @@ class JobRow(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {code, message, param}
-    fine_tuned_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(400), nullable=True)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # final metrics / evaluation
     steps_completed: Mapped[int] = mapped_column(Integer, default=0)
