@@ -148,6 +148,9 @@ class UserSimulator(StrictModel):
     type: Literal["model", "dataset"] = "model"
     model: str | None = Field(None, description="registry name; default: the job's base model")
     system_prompt: str | None = Field(None, max_length=8000)
+    # The user's own sampling: its turns are not cut at the policy's reply length.
+    max_new_tokens: int = Field(96, ge=1, le=8192)
+    temperature: float = Field(0.7, gt=0, le=5.0)
 
 
 class OnlineHyperparameters(TrainingHyperparameters):

@@ -47,6 +47,21 @@ def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
     return out
 
 
+def hold_out(seeds: list, seed: int, fraction: float = 0.2, cap: int = 32) -> tuple[list, list]:
+    """(training seeds, evaluation seeds): a seeded fifth of the seeds (at most `cap`) is kept out of
+    training for the final evaluation. One seed alone cannot be split: it is refused."""
+    from rlhf_engine.run import JobInputError
+
+    if len(seeds) < 2:
+        raise JobInputError("an online job without a validation_file needs at least 2 training examples: "
+                            "some are held out of training for its evaluation")
+    order = list(range(len(seeds)))
+    random.Random(seed).shuffle(order)
+    k = min(cap, max(1, round(fraction * len(seeds))))
+    held = set(order[:k])
+    return [s for i, s in enumerate(seeds) if i not in held], [seeds[i] for i in sorted(held)]
+
+
 def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None, fit_seed: int = 0):
     """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics.
 
@@ -124,9 +139,11 @@ class _MarkCheckpoints:
         return getattr(self.inner, name)
 
 
-def _users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str, precision=None):
+def make_users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str, precision=None):
     if getattr(hp, "user", None) is None or hp.user.type == "dataset":
         return DatasetUsers()
+    # The simulator samples with its own limits (UserSimulator), ending at its own turn terminators.
+    sampling = Sampling(hp.user.max_new_tokens, hp.user.temperature, hp.top_p, sampling.stop_ids)
     if hp.user.model in (None, base_name):  # the base model: the policy with its adapter disabled
         return ModelUsers(HFBackend(model, tokenizer.pad_token_id, use_adapter=False), tokenizer, sampling,
                           hp.user.system_prompt)
@@ -157,11 +174,15 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
     pad_id = tokenizer.pad_token_id
 
     seeds = seeds_from_examples(formats.load_jsonl(config.training_file, expected_format=ACCEPTED_FORMATS[method]).examples)
-    eval_seeds = (seeds_from_examples(formats.load_jsonl(config.validation_file,
-                                                         expected_format=ACCEPTED_FORMATS[method]).examples)
-                  if config.validation_file else seeds[:32])
+    if config.validation_file:
+        eval_seeds = seeds_from_examples(formats.load_jsonl(config.validation_file,
+                                                            expected_format=ACCEPTED_FORMATS[method]).examples)
+        eval_set = "validation_file"
+    else:  # never evaluate on what was trained on: hold some training seeds out
+        seeds, eval_seeds = hold_out(seeds, config.seed)
+        eval_set = f"{len(eval_seeds)} training seeds held out of training"
     sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
-    users = _users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
+    users = make_users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
     roller = Roller(tokenizer, make_backend(model, tokenizer), users, sampling)
     scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=precision.device,
                          resolve_reward_job=resolve_reward_job)
@@ -229,10 +250,10 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
                        f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
     adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
-    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues")
+    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues ({eval_set})")
     evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=scorer, users=users, sampling=sampling,
                                    num_turns=num_turns, seed=config.seed)
-    evaluation["eval_set"] = "validation_file" if config.validation_file else "training_file[:32]"
+    evaluation["eval_set"] = eval_set
     evaluation["judge"] = hp.reward.model_dump()
     reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
                    + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),

@@ -55,8 +55,14 @@ def row_seeds(seed: int | Sequence[int], rows: int) -> list[int]:
         if len(seed) != rows:
             raise ValueError(f"{len(seed)} seeds for {rows} prompts")
         return [int(s) for s in seed]
-    digests = (hashlib.blake2b(f"{int(seed)},{row}".encode(), digest_size=8).digest() for row in range(rows))
-    return [int.from_bytes(d, "big") >> 1 for d in digests]  # 63 bits: any generator takes it
+    return [stream_seed(seed, row) for row in range(rows)]
+
+
+def stream_seed(*parts) -> int:
+    """A seed named by its parts, e.g. (collection seed, dialogue, turn): a hash, so that streams
+    whose parts differ anywhere are unrelated. 63 bits: any generator takes it."""
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def row_uniforms(seeds: Sequence[int], steps: int, device) -> torch.Tensor:

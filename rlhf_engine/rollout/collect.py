@@ -49,7 +49,7 @@ def _pair(da: Dialogue, db: Dialogue, turn: int, **meta) -> Candidate:
 
 def collect_rebel(roller: Roller, seeds: list[Seed], *, seed: int) -> list[Candidate]:
     """Two single-turn responses per prompt, generated in one batch (identical prompts: one prefill)."""
-    dialogues = [Dialogue.start(s) for s in seeds for _ in range(2)]
+    dialogues = [Dialogue.start(s, stream=2 * i + j) for i, s in enumerate(seeds) for j in range(2)]
     roller.assistant_step(dialogues, seed)
     return [_pair(dialogues[i], dialogues[i + 1], 1) for i in range(0, len(dialogues), 2)]
 
@@ -61,13 +61,13 @@ def collect_refuel(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: i
         horizon, h = sample_horizon_and_turn(rng, roller.horizon(Dialogue.start(s), num_turns))
         plans.append((horizon, h))
     # Shared prefix: assistant turns 1..h-1, then the user's turn h.
-    shared = [Dialogue.start(s) for s in seeds]
+    shared = [Dialogue.start(s, stream=i) for i, s in enumerate(seeds)]
     roller.rollout(shared, [h - 1 for _, h in plans], seed)
     needs_user = [d for d in shared if d.messages[-1].role == "assistant"]
     if needs_user:
         roller.user_step(needs_user, seed)
     # Two independent continuations from the same prefix, advanced together to turn H'.
-    branches = [d.copy() for d in shared for _ in range(2)]
+    branches = [d.copy(branch=b) for d in shared for b in range(2)]
     roller.rollout(branches, [hz for hz, _ in plans for _ in range(2)], seed)
     return [_pair(branches[2 * i], branches[2 * i + 1], h, h=h, horizon=hz)
             for i, (hz, h) in enumerate(plans)]

@@ -8,6 +8,13 @@ shares is one list of ids.
 
 All dialogues of a batch advance together: one batched generate per turn for the assistant and
 one for the simulated user, each dialogue stopping at its own target number of turns.
+
+Randomness belongs to the dialogue, not to the batch: each dialogue has a `stream` id, and the
+sample for its turn k is drawn with the seed (call seed, stream, role, k) (rollout/backend.py
+draws every row from its own seed). A dialogue's turns therefore do not depend on which other
+dialogues share its batch, how many have already ended, or their order; the policy and the base
+replaying the same streams see the same random numbers (evaluate_dialogue.py), and REFUEL's two
+continuations of one prefix are the prefix's stream with branch 0 and 1.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from rlhf_engine.data.examples import ChatExample, DialogueSeed, Message, PreferenceExample, PromptExample
-from rlhf_engine.rollout.backend import Backend
+from rlhf_engine.rollout.backend import Backend, stream_seed
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,16 @@ class Dialogue:
     seed: Seed
     messages: list[Message]
     turns: list[Turn] = field(default_factory=list)  # one per assistant turn
+    stream: int = 0  # names this dialogue's random numbers (see the module docstring)
 
     @classmethod
-    def start(cls, seed: Seed) -> "Dialogue":
-        return cls(seed, list(seed.history))
+    def start(cls, seed: Seed, stream: int = 0) -> "Dialogue":
+        return cls(seed, list(seed.history), stream=stream)
 
-    def copy(self) -> "Dialogue":
-        return replace(self, messages=list(self.messages), turns=list(self.turns))
+    def copy(self, branch: int | None = None) -> "Dialogue":
+        """The same dialogue so far; with `branch`, continuing on a stream of its own."""
+        stream = self.stream if branch is None else stream_seed(self.stream, "branch", branch)
+        return replace(self, messages=list(self.messages), turns=list(self.turns), stream=stream)
 
     @property
     def user_turns(self) -> int:
@@ -99,26 +109,21 @@ class Roller:
 
     def __init__(self, tokenizer, assistant: Backend, users, sampling: Sampling):
         self.tokenizer, self.assistant, self.users, self.sampling = tokenizer, assistant, users, sampling
-        self.calls: dict[int, int] = {}  # generate calls per base seed
-
-    def _seed(self, base: int) -> int:
-        """A distinct sampling seed per generate call, a function of (base seed, call number) only,
-        so a fresh Roller (e.g. after a resume) replays the same draws for the same base seed."""
-        self.calls[base] = self.calls.get(base, 0) + 1
-        return base * 1_000_003 + self.calls[base]
 
     def assistant_step(self, dialogues: list[Dialogue], seed: int) -> None:
         prompts = [encode_prompt(self.tokenizer, d.messages) for d in dialogues]
         s = self.sampling
         outs = self.assistant.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                       top_p=s.top_p, stop_token_ids=list(s.stop_ids), seed=self._seed(seed))
+                                       top_p=s.top_p, stop_token_ids=list(s.stop_ids),
+                                       seed=[stream_seed(seed, d.stream, "assistant", len(d.turns)) for d in dialogues])
         for d, p, o in zip(dialogues, prompts, outs):
             d.turns.append(Turn(p, list(o.token_ids), o.finished))
             text = self.tokenizer.decode(o.token_ids, skip_special_tokens=True).strip()
             d.messages.append(Message("assistant", text))
 
     def user_step(self, dialogues: list[Dialogue], seed: int) -> None:
-        for d, text in zip(dialogues, self.users.next_turns(dialogues, seed=self._seed(seed))):
+        seeds = [stream_seed(seed, d.stream, "user", d.user_turns) for d in dialogues]
+        for d, text in zip(dialogues, self.users.next_turns(dialogues, seed=seeds)):
             d.messages.append(Message("user", text))
 
     def horizon(self, d: Dialogue, wanted: int) -> int:

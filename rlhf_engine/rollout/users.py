@@ -13,9 +13,13 @@ from __future__ import annotations
 from rlhf_engine.data.examples import Message
 from rlhf_engine.rollout.dialogue import Sampling, encode_prompt
 
+# After the REFUEL paper's simulator (the base model prompted to play the user): read the dialogue,
+# think about what to ask next, then ask it. The thinking stays unwritten: only the message is kept.
 DEFAULT_USER_PROMPT = (
-    "You are a curious person chatting with an AI assistant. Stay in character as the user: reply to "
-    "the assistant's last message with one short follow-up question or request. Write only your message."
+    "You are the user in a conversation with an AI assistant, and you want to learn about the topic you "
+    "started. Read the conversation so far. Think about what the assistant's last answer left open, or "
+    "what you would naturally want to know next. Then write your next message to the assistant: one "
+    "question or request, in the first person, with no preamble and no role label."
 )
 _FLIP = {"user": "assistant", "assistant": "user"}
 
@@ -24,7 +28,7 @@ class DatasetUsers:
     def max_turns(self, seed) -> int | None:
         return 1 + len(seed.later_user_turns)
 
-    def next_turns(self, dialogues, *, seed: int) -> list[str]:
+    def next_turns(self, dialogues, *, seed: list[int]) -> list[str]:
         # The seed's history holds user turn 1; later turn k is later_user_turns[k - 2].
         return [d.seed.later_user_turns[d.user_turns - 1] for d in dialogues]
 
@@ -42,7 +46,8 @@ class ModelUsers:
         return [Message("system", self.system_prompt)] + [
             Message(_FLIP[m.role], m.content) for m in messages if m.role != "system"]
 
-    def next_turns(self, dialogues, *, seed: int) -> list[str]:
+    def next_turns(self, dialogues, *, seed: list[int]) -> list[str]:
+        """One user turn per dialogue, dialogue i sampled with seed[i]."""
         prompts = [encode_prompt(self.tokenizer, self.flipped(d.messages)) for d in dialogues]
         s = self.sampling
         outs = self.backend.generate(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,

@@ -163,12 +163,27 @@ def test_iteration_seeds_cycle_through_the_data():
     assert iteration_seeds(seeds, 2, 2, 0) == iteration_seeds(seeds, 2, 2, 0)
 
 
-def test_win_rate_confidence_interval_by_hand():
-    from rlhf_engine.evaluate_dialogue import win_rate_ci
+def test_bootstrap_interval_of_a_win_rate():
+    from rlhf_engine.evaluate_dialogue import bootstrap_ci
 
-    # outcomes win, loss, tie, win: mean 0.625, sample sd sqrt(0.6875 / 3), half-width 1.96 sd / 2
-    rate, lo, hi = win_rate_ci([1.0, 0.0, 0.5, 1.0])
-    half = 1.96 * (0.6875 / 3) ** 0.5 / 2
-    assert rate == 0.625 and lo == pytest.approx(0.625 - half) and hi == 1.0  # clipped
-    assert win_rate_ci([0.5] * 4) == (0.5, 0.5, 0.5)
-    assert win_rate_ci([]) == (None, None, None)
+    assert bootstrap_ci([[0.5] * 4]) == (0.5, 0.5, 0.5)  # all ties: no spread at all
+    assert bootstrap_ci([[]]) == (None, None, None)
+    rate, lo, hi = bootstrap_ci([[1.0, 0.0, 0.5, 1.0]])
+    assert rate == 0.625 and 0.0 <= lo < rate < hi <= 1.0
+    assert bootstrap_ci([[1.0, 0.0, 0.5, 1.0]]) == (rate, lo, hi)  # a fixed RNG seed: reruns agree
+    # 100 fair coin flips: the 95% interval is about +-1.96 * 0.05 wide on each side.
+    rate, lo, hi = bootstrap_ci([[float(i % 2) for i in range(100)]])
+    assert rate == 0.5 and hi - lo == pytest.approx(0.196, abs=0.03)
+    # Two seeds pooled: seeds are resampled too, so their disagreement widens the interval.
+    _, lo2, hi2 = bootstrap_ci([[1.0] * 50, [0.0] * 50])
+    assert hi2 - lo2 > hi - lo
+
+
+def test_the_user_simulator_samples_with_its_own_limits(tiny):
+    from rlhf_engine.algorithms.online import make_users
+
+    model, tok = tiny
+    hp = RefuelHyperparameters(max_new_tokens=4, user={"type": "model", "max_new_tokens": 40, "temperature": 0.5})
+    users = make_users(hp, model, tok, Sampling(4, 1.0, 1.0, tuple(stop_ids(tok))), None, None, "tiny-random-llama")
+    assert (users.sampling.max_new_tokens, users.sampling.temperature) == (40, 0.5)
+    assert "next message" in users.system_prompt  # the default prompt: read, think, then ask

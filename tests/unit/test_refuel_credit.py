@@ -5,13 +5,14 @@ its next-token distribution is peaked rather than near-uniform, entropy ~3.7 nat
 whether the turn-1 reply starts with one of a few strings the base model produces 40% of the time.
 
     delayed:   r_1 = 0,                 r_2 = 1 if turn 1 took the action
-    conflict:  r_1 = 0.3 if the action, r_2 = -1 if turn 1 took the action
+    conflict:  r_1 = 0.2 if the action, r_2 = -2 if turn 1 took the action
 
 With per-turn rewards, REFUEL's target for turn 1 is the return r_1 + r_2, so it learns to take the
 action on the delayed task and to avoid it under the conflict. REBEL on REFUEL's own collection
 with immediate rewards (`credit: immediate`) sees r_1 for turn 1 and, for turn 2, rewards that the
 shared turn 1 makes equal: it stays at the base on the delayed task (every pair ties) and takes
-the action under the conflict. The probability of the action is measured on 400 fresh turn-1
+the action under the conflict. (REFUEL samples the horizon H' ~ U{1, 2}: half its turn-1 pairs end at
+turn 1 and see only r_1, which is why the later penalty is the larger one.) The probability of the action is measured on 400 fresh turn-1
 samples from each trained policy; medians over three seeds.
 """
 
@@ -54,7 +55,7 @@ def delayed(messages, info):
 def conflicting(messages, info):
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
     acted = float(took_action(replies[0]))
-    return [0.3 * acted] + [-1.0 * acted] * (len(replies) - 1)
+    return [0.2 * acted] + [-2.0 * acted] * (len(replies) - 1)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,8 @@ def action_rate(model, tokenizer, n: int = 400) -> float:
 
 def train(peaked, tmp_path, reward: str, credit: str, seed: int):
     model_dir, registry, seeds = peaked
-    hp = {"iterations": 4, "rollouts_per_iteration": 32, "max_new_tokens": 3, "batch_size": 8,
-          "learning_rate": 5e-3, "num_turns": 2, "credit": credit, "user": {"type": "dataset"},
+    hp = {"iterations": 6, "rollouts_per_iteration": 32, "max_new_tokens": 3, "batch_size": 8,
+          "learning_rate": 2e-3, "num_turns": 2, "credit": credit, "user": {"type": "dataset"},
           "reward": {"type": "function", "name": reward}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
     config = TrainConfig(model="peaked", training_file=str(seeds), validation_file=str(seeds), seed=seed,
                          output_dir=str(tmp_path / f"{reward}-{credit}-{seed}"),
