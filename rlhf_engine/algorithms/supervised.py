@@ -6,7 +6,7 @@ import torch
 
 from rlhf_engine.data.batching import collate, padding_fraction
 from rlhf_engine.data.tokenize import TokenizedPair
-from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.logprobs import completion_logps_and_hits
 
 
 class SFT:
@@ -18,11 +18,13 @@ class SFT:
         return len(self.examples)
 
     def _forward(self, model, examples):
-        """Token-level mean NLL: -sum log pi(y_t) / number of completion tokens."""
+        """Token-level mean NLL: -sum log pi(y_t) / number of completion tokens; and the share of
+        completion tokens that are the model's argmax (`token_accuracy`, OpenAI's mean token accuracy)."""
         batch = collate([(e.prompt, e.chosen) for e in examples], self.pad_id)
-        sums, counts = completion_logps(model, batch)
-        loss = -sums.sum() / counts.sum()
-        return loss, {"padding_fraction": padding_fraction(batch)}, int(batch["attention_mask"].sum())
+        sums, counts, hits = completion_logps_and_hits(model, batch)
+        tokens = counts.sum()
+        stats = {"padding_fraction": padding_fraction(batch), "token_accuracy": hits / tokens}
+        return -sums.sum() / tokens, stats, int(batch["attention_mask"].sum())
 
     def loss(self, model, indices: list[int]):
         return self._forward(model, [self.examples[i] for i in indices])
@@ -31,6 +33,7 @@ class SFT:
     def evaluate(self, model, batch_size: int = 8) -> dict[str, float] | None:
         if not self.eval_examples:
             return None
-        losses = [self._forward(model, self.eval_examples[s:s + batch_size])[0].item()
-                  for s in range(0, len(self.eval_examples), batch_size)]
-        return {"eval/loss": sum(losses) / len(losses)}
+        batches = [self._forward(model, self.eval_examples[s:s + batch_size])
+                   for s in range(0, len(self.eval_examples), batch_size)]
+        return {"eval/loss": sum(loss.item() for loss, _, _ in batches) / len(batches),
+                "eval/token_accuracy": sum(stats["token_accuracy"].item() for _, stats, _ in batches) / len(batches)}

@@ -62,7 +62,7 @@ def test_supervised_then_chained_dpo_with_models_and_result_files(client, worker
 
     checkpoints = client.fine_tuning.jobs.checkpoints.list(sft.id).data
     assert checkpoints and all(c.metrics.train_loss is not None and c.metrics.step == c.step_number
-                               for c in checkpoints)
+                               and 0 <= c.metrics.train_mean_token_accuracy <= 1 for c in checkpoints)
     assert {c.fine_tuned_model_checkpoint for c in checkpoints} == {
         f"{sft.fine_tuned_model}:ckpt-step-{c.step_number}" for c in checkpoints}
 
@@ -72,7 +72,7 @@ def test_supervised_then_chained_dpo_with_models_and_result_files(client, worker
     assert results_id in {f.id for f in client.files.list(purpose="fine-tune-results")}
     rows = list(csv.DictReader(io.StringIO(client.files.content(results_id).text)))
     assert rows and [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
-    assert all(float(r["train_loss"]) > 0 for r in rows)
+    assert all(float(r["train_loss"]) > 0 and 0 <= float(r["train_accuracy"]) <= 1 for r in rows)
 
     # DPO on the SFT job's model: the chained job names it as its model.
     pairs = client.files.create(file=("pairs.jsonl", PAIRS), purpose="fine-tune")
