@@ -15,7 +15,9 @@ to float rounding; the prompt costs P tokens instead of 2P. Segments are packed 
 
 Targets are addressed explicitly: the first chosen and the first rejected token are both
 predicted by the last prompt position, which is why a batch carries `pred_index` (flat position
-of the predicting hidden state) instead of a shifted mask.
+of the predicting hidden state) instead of a shifted mask. A completion may hold tokens that are
+context only (`TokenizedPair.chosen_mask` / `rejected_mask`: the user turns inside a multi-turn
+DPO completion): they sit in the segment like any other token and get no address.
 
 The mask is a function of two small [rows, L] id tensors (segment and branch of each token,
 `may_attend`). It is built from them on the model's device, never as a [rows, 1, L, L] tensor on
@@ -119,14 +121,13 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
             branch[r, at + P + len(c):at + P + len(c) + len(j)] = REJECTED
             base = r * width + at
             last_prompt = base + P - 1
-            for k, ids, start, sid in ((CHOSEN, c, P, i), (REJECTED, j, P + len(c), n + i)):
-                if not ids:
-                    continue
+            for ids, mask, start, sid in ((c, pairs[i].chosen_mask, P, i), (j, pairs[i].rejected_mask, P + len(c), n + i)):
                 # token 0 is predicted by the last prompt position, token t>0 by token t-1 of its own branch
-                pred_index.append(last_prompt)
-                pred_index.extend(range(base + start, base + start + len(ids) - 1))
-                targets.extend(ids)
-                seq.extend([sid] * len(ids))
+                predicted_by = [last_prompt, *range(base + start, base + start + len(ids) - 1)][:len(ids)]
+                kept = range(len(ids)) if mask is None else [t for t, target in enumerate(mask) if target]
+                pred_index.extend(predicted_by[t] for t in kept)
+                targets.extend(ids[t] for t in kept)
+                seq.extend([sid] * len(kept))
             at += lengths[i]
 
     group, branch = group.to(device), branch.to(device)

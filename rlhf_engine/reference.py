@@ -31,6 +31,8 @@ def cache_key(weights: Path | Sequence[Path], pairs: list[TokenizedPair], precis
             h.update(f"{f.parent.name}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     for p in pairs:
         h.update(repr((p.prompt, p.chosen, p.rejected)).encode())
+        if p.chosen_mask is not None or p.rejected_mask is not None:  # the same tokens, other targets
+            h.update(repr((p.chosen_mask, p.rejected_mask)).encode())
     return h.hexdigest()[:32]
 
 

@@ -11,8 +11,10 @@ import torch
 from rlhf_engine.data.tokenize import TokenizedPair
 
 
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """rows: (prompt_ids, completion_ids) per sequence."""
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int,
+            masks: list[list[bool] | None] | None = None) -> dict[str, torch.Tensor]:
+    """rows: (prompt_ids, completion_ids) per sequence; masks[i]: which completion tokens of row i
+    are targets (None: all)."""
     width = max(len(p) + len(c) for p, c in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -21,13 +23,14 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
         n = len(prompt) + len(completion)
         input_ids[i, :n] = torch.tensor(prompt + completion)
         attention_mask[i, :n] = 1
-        loss_mask[i, len(prompt):n] = True
+        mask = masks[i] if masks else None
+        loss_mask[i, len(prompt):n] = True if mask is None else torch.tensor(mask, dtype=torch.bool)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 
 def collate_pairs(pairs: list[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
     rows = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-    return collate(rows, pad_id)
+    return collate(rows, pad_id, [p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs])
 
 
 def padding_fraction(batch: dict[str, torch.Tensor]) -> float:

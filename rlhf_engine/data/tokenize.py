@@ -23,6 +23,10 @@ class TokenizedPair:
     chosen: list[int]  # completion tokens, end-of-turn included
     rejected: list[int]
     prompt_truncated: bool = False
+    # Which completion tokens are targets (one flag per token); None: all of them. A non-target
+    # token is context only: a user turn inside a multi-turn completion is read, never predicted.
+    chosen_mask: list[bool] | None = None
+    rejected_mask: list[bool] | None = None
 
     @property
     def num_tokens(self) -> int:  # tokens a forward over both sequences processes

@@ -92,6 +92,52 @@ def test_packed_logps_and_gradients_match_plain(model):
         assert torch.allclose(g, g_packed[name], atol=1e-5, rtol=0), name
 
 
+def _masked_pairs():
+    """_pairs() whose completions hold context-only tokens (a multi-turn completion's user turns),
+    the first and the last token among them on some sides."""
+    g = torch.Generator().manual_seed(3)
+    flags = lambda ids: (torch.rand(len(ids), generator=g) < 0.6).tolist()  # noqa: E731
+    out = []
+    for i, p in enumerate(_pairs(2)):
+        chosen = flags(p.chosen)
+        if i % 2 and len(chosen) > 1:
+            chosen[0], chosen[-1] = False, True
+        chosen[-1] = chosen[-1] or not any(chosen)
+        rejected = flags(p.rejected) if i != 3 else None  # None: every token a target
+        if rejected is not None and not any(rejected):
+            rejected[0] = True
+        out.append(TokenizedPair(p.prompt, p.chosen, p.rejected, chosen_mask=chosen, rejected_mask=rejected))
+    return out
+
+
+def test_masked_completions_packed_match_plain(model):
+    pairs = _masked_pairs()
+    results = []
+    for batch in (collate_pairs(pairs, 0), pack_pairs(pairs, 0, row_capacity=60)):
+        model.zero_grad(set_to_none=True)
+        sums, counts = completion_logps(model, batch)
+        (sums * torch.linspace(0.5, 1.5, sums.numel())).sum().backward()
+        results.append((sums.detach(), counts, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+    (plain, plain_counts, g_plain), (packed, packed_counts, g_packed) = results
+    # Only the flagged tokens count, in both layouts ...
+    expected = [sum(p.chosen_mask) for p in pairs] + [
+        len(p.rejected) if p.rejected_mask is None else sum(p.rejected_mask) for p in pairs]
+    assert plain_counts.tolist() == packed_counts.tolist() == expected
+    # ... and they are the same log-probs and gradients.
+    assert torch.allclose(plain, packed, atol=1e-5, rtol=0)
+    for name, g in g_plain.items():
+        assert torch.allclose(g, g_packed[name], atol=1e-5, rtol=0), name
+    # A masked sum is the unmasked per-token log-probs at the flagged positions: a context-only
+    # token moves no target and still conditions the ones after it.
+    with torch.no_grad():
+        _, _, token_logps, seq = completion_logps(
+            model, pack_pairs([TokenizedPair(p.prompt, p.chosen, p.rejected) for p in pairs], 0), return_token_logps=True)
+    for s, mask in enumerate([p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs]):
+        per_token = token_logps[seq == s]
+        picked = per_token if mask is None else per_token[torch.tensor(mask)]
+        assert picked.sum().item() == pytest.approx(packed[s].item(), abs=1e-5)
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
 def test_dpo_step_same_with_and_without_packing(model, loss_type):
     pairs = _pairs(1)
