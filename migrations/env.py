@@ -26,15 +26,24 @@ def run_migrations_online() -> None:
     # The service's own engine: same driver choice and SQLite pragmas, and it creates the SQLite
     # file's directory on first use.
     with get_engine(url).connect() as connection:
+        sqlite = url.startswith("sqlite")
+        if sqlite:
+            # A batch migration rebuilds a table by dropping the old one; with foreign keys on, that
+            # drop deletes every row pointing at it (ON DELETE CASCADE: a job's events, metrics and
+            # checkpoints). SQLite applies this pragma only outside a transaction, hence here.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             # SQLite cannot ALTER most things; batch mode rebuilds tables when later migrations need it.
-            render_as_batch=url.startswith("sqlite"),
+            render_as_batch=sqlite,
             compare_type=True,
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

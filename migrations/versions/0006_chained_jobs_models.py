@@ -1,5 +1,6 @@
 """jobs: what a job starts from (base_model, init_adapters, parent_job_id), its integrations,
-result files, and when its fine-tuned model was deleted (model_deleted_at).
+result files, and when its fine-tuned model was deleted (model_deleted_at); event level
+"warning" becomes OpenAI's "warn" (the downgrade leaves it: both read back fine before 0006).
 
 Revision ID: 0006
 Revises: 0005
@@ -30,6 +31,8 @@ def upgrade() -> None:
         batch.create_index("ix_jobs_parent_job_id", ["parent_job_id"])
     # Every job before this one started from a registry model: its `model`.
     op.execute("UPDATE jobs SET base_model = model")
+    # Workers used to write level "warning"; OpenAI's (and the API's, now) is "warn".
+    op.execute("UPDATE job_events SET level = 'warn' WHERE level = 'warning'")
     with op.batch_alter_table("jobs") as batch:
         batch.alter_column("base_model", existing_type=sa.String(200), nullable=False)
         # A `ft:` name holds the base, the project, the suffix and the job id: longer than a base name.

@@ -57,3 +57,30 @@ def test_api_refuses_an_unmigrated_postgres(make_database, service_settings, tmp
     server = infra.ApiServer(tmp_path, **{**service_settings, "database_url": make_database()})
     with pytest.raises(RuntimeError, match="python -m service.migrate"):
         server.start(timeout=30)
+
+
+def test_0006_keeps_old_jobs_and_events_readable(tmp_path):
+    """Rows written before 0006: a job gets its model as base_model, a "warning" event becomes
+    OpenAI's "warn" (the API's Literal level would refuse to serve it)."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    command.upgrade(alembic_config(url), "0005")
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, project_id, model, training_file, status, method, seed, "
+                              "created_at, steps_completed, attempts, export_merged) VALUES ('ftjob-old', "
+                              "'default', 'tiny-random-llama', 'file-x', 'failed', '{}', 1, 0, 0, 0, 0)"))
+            conn.execute(text("INSERT INTO job_events (id, job_id, created_at, level, message, type) VALUES "
+                              "('ftevent-old', 'ftjob-old', 0, 'warning', 'lost', 'message')"))
+        command.upgrade(alembic_config(url), "head")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT base_model FROM jobs")).scalar() == "tiny-random-llama"
+            assert conn.execute(text("SELECT level FROM job_events")).scalar() == "warn"
+    finally:
+        engine.dispose()
+    assert schema_differences(url) == []
