@@ -12,7 +12,7 @@ import importlib
 import os
 from collections.abc import Callable
 
-from rlhf_engine.tasks import remember_rules
+from rlhf_engine.tasks import carry_name, remember_rules
 
 RewardFn = Callable[[list[dict], dict], float]
 
@@ -25,6 +25,7 @@ def length_penalty(messages: list[dict], info: dict) -> float:
 FUNCTIONS: dict[str, RewardFn] = {
     "length_penalty": length_penalty,
     "remember_rules": remember_rules.reward,
+    "carry_name": carry_name.reward,
 }
 
 

@@ -17,7 +17,7 @@ from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.rewards.functions import get
 from rlhf_engine.run import JobInputError, run
 from rlhf_engine.spec import RewardSource, TrainConfig
-from rlhf_engine.tasks import remember_rules
+from rlhf_engine.tasks import carry_name, remember_rules
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -48,6 +48,18 @@ def test_remember_rules_reward_by_hand():
     assert scorer.score([msgs], [INFO]) == [pytest.approx(2.25)]
     turns = scorer.score_turns([msgs], [INFO], [3])[0]
     assert [future_return(turns, h) for h in (1, 2, 3)] == pytest.approx([2.25, 1.25, 0.25])
+
+
+def test_carry_name_pays_only_after_turn_1():
+    info = {"name": "Maya"}
+    assert carry_name.reward(dialogue("Hello Maya!"), info) == [0.0]  # turn 1 never earns
+    assert carry_name.reward(dialogue("Hello Maya!", "Sure, maya.", "Mayan ruins."), info) == [0.0, 1.0, 0.0]
+    msgs = [Message(m["role"], m["content"]) for m in dialogue("Hi Maya.", "Yes Maya.", "Fine.")]
+    turns = FunctionScorer(get("carry_name"), "carry_name").score_turns([msgs], [info], [3])[0]
+    assert [future_return(turns, h) for h in (1, 2, 3)] == [1.0, 1.0, 0.0]
+    rows = [json.loads(line) for line in carry_name.EVAL_FILE.read_text().splitlines()]
+    train = {json.loads(line)["info"]["name"] for line in carry_name.TRAIN_FILE.read_text().splitlines()}
+    assert len(rows) == 64 and not {r["info"]["name"] for r in rows} & train  # held-out users
 
 
 def test_a_scalar_reward_is_split_across_turns_by_differences():
