@@ -8,26 +8,16 @@ Heavy imports happen here, never at package import.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhf_engine.callbacks import Reporter
 from rlhf_engine.data import formats
 from rlhf_engine.model_registry import ModelRegistry
+from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.spec import TrainConfig
 
+__all__ = ["JobInputError", "RunResult", "run"]
 
-@dataclass
-class RunResult:
-    adapter_dir: Path | None  # None when stopped early
-    steps: int
-    trained_tokens: int
-    stopped: bool
-    summary: dict = field(default_factory=dict)
-
-
-class JobInputError(ValueError):
-    """The job cannot run on this data/model combination (reported to the user as the job's error)."""
 
 
 def _targets(example):
@@ -125,6 +115,11 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
 
         return run_online(config, model, tokenizer, model_dir, reporter, registry=registry, precision=precision,
                           cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job)
+    if method.type in ("dpo_last_turn", "dpo_multi_turn"):  # DPO on pairs of base-model dialogues
+        from rlhf_engine.algorithms.dialogue_dpo import run_dialogue_dpo
+
+        return run_dialogue_dpo(config, model, tokenizer, model_dir, reporter, registry=registry, precision=precision,
+                                cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job)
 
     train_set = formats.load_jsonl(config.training_file).examples
     eval_set = formats.load_jsonl(config.validation_file).examples if config.validation_file else []

@@ -153,31 +153,52 @@ class UserSimulator(StrictModel):
     temperature: float = Field(0.7, gt=0, le=5.0)
 
 
-class OnlineHyperparameters(TrainingHyperparameters):
+class RolloutSampling(StrictModel):
+    """How a method that collects its own data samples the assistant's replies and scores them."""
+
+    temperature: float = Field(1.0, gt=0, le=5.0)
+    top_p: float = Field(1.0, gt=0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1, le=8192)
+    reward: RewardSource = Field(default_factory=RewardSource)
+
+
+class DialogueRollouts(StrictModel):
+    """Multi-turn collection: how long a dialogue is and who plays the user."""
+
+    num_turns: int = Field(3, ge=1, le=64, description="H: assistant turns per dialogue")
+    user: UserSimulator = Field(default_factory=UserSimulator)
+
+
+class OnlineHyperparameters(TrainingHyperparameters, RolloutSampling):
     """REBEL and REFUEL: collect with pi_t, regress reward differences, repeat."""
 
     eta: float = Field(1.0, gt=0, le=1e4, description="scales the reward difference (paper: 1/eta on the log-ratio)")
     iterations: int = Field(2, ge=1, le=1000)
     rollouts_per_iteration: int = Field(8, ge=1, le=100000, description="prompts (REBEL) or dialogues (REFUEL)")
-    temperature: float = Field(1.0, gt=0, le=5.0)
-    top_p: float = Field(1.0, gt=0, le=1.0)
-    max_new_tokens: int = Field(64, ge=1, le=8192)
     kl_coef: float = Field(0.0, ge=0.0, le=100.0)
     eos_penalty: float = Field(0.0, le=0.0, ge=-100.0, description="added to R when a response does not finish")
-    reward: RewardSource = Field(default_factory=RewardSource)
 
 
 class RebelHyperparameters(OnlineHyperparameters):
     pass
 
 
-class RefuelHyperparameters(OnlineHyperparameters):
-    num_turns: int = Field(3, ge=1, le=64, description="H: assistant turns per dialogue")
-    user: UserSimulator = Field(default_factory=UserSimulator)
+class RefuelHyperparameters(OnlineHyperparameters, DialogueRollouts):
     credit: Literal["future", "immediate"] = Field(
         "future", description="regression target of turn h: 'future' (REFUEL) the rewards from turn h to the end "
                               "of the dialogue; 'immediate' turn h's own reward: REBEL on REFUEL's collection, "
                               "the ablation that isolates REFUEL's credit assignment")
+
+
+class DialogueDpoHyperparameters(DpoHyperparameters, RolloutSampling, DialogueRollouts):
+    """The DPO baselines of multi-turn RLHF (`dpo_last_turn`, `dpo_multi_turn`): pairs of base-model
+    dialogues collected once, preferred by return, then DPO (rlhf_engine/algorithms/dialogue_dpo.py)."""
+
+    rollouts: int = Field(
+        16, ge=1, le=100000,
+        description="dialogue seeds rolled out, one pair each; every pair costs 2 reward queries (one per "
+                    "complete dialogue scored), as one REFUEL comparison does: the same budget as REFUEL's "
+                    "iterations x rollouts_per_iteration")
 
 
 class RewardModelHyperparameters(TrainingHyperparameters):
@@ -204,13 +225,22 @@ class RefuelMethod(_MethodBody):
     hyperparameters: RefuelHyperparameters = Field(default_factory=RefuelHyperparameters)
 
 
+class DpoLastTurnMethod(_MethodBody):
+    hyperparameters: DialogueDpoHyperparameters = Field(default_factory=DialogueDpoHyperparameters)
+
+
+class DpoMultiTurnMethod(_MethodBody):
+    hyperparameters: DialogueDpoHyperparameters = Field(default_factory=DialogueDpoHyperparameters)
+
+
 class RewardModelMethod(_MethodBody):
     hyperparameters: RewardModelHyperparameters = Field(default_factory=RewardModelHyperparameters)
 
 
-MethodType = Literal["dpo", "supervised", "rebel", "refuel", "reward_model"]
-_BODIES = {"dpo": DpoMethod, "supervised": SupervisedMethod, "rebel": RebelMethod,
-           "refuel": RefuelMethod, "reward_model": RewardModelMethod}
+MethodType = Literal["dpo", "supervised", "rebel", "refuel", "dpo_last_turn", "dpo_multi_turn", "reward_model"]
+_BODIES = {"dpo": DpoMethod, "supervised": SupervisedMethod, "rebel": RebelMethod, "refuel": RefuelMethod,
+           "dpo_last_turn": DpoLastTurnMethod, "dpo_multi_turn": DpoMultiTurnMethod,
+           "reward_model": RewardModelMethod}
 
 # Which dataset formats (see rlhf_engine/data/formats.py) each method can train on.
 ACCEPTED_FORMATS: dict[str, tuple[str, ...]] = {
@@ -219,6 +249,8 @@ ACCEPTED_FORMATS: dict[str, tuple[str, ...]] = {
     "reward_model": ("preference",),
     "rebel": ("prompts", "preference", "chat"),
     "refuel": ("dialogues", "prompts", "preference", "chat"),
+    "dpo_last_turn": ("dialogues", "prompts", "preference", "chat"),
+    "dpo_multi_turn": ("dialogues", "prompts", "preference", "chat"),
 }
 
 
@@ -230,6 +262,8 @@ class Method(StrictModel):
     supervised: SupervisedMethod | None = None
     rebel: RebelMethod | None = None
     refuel: RefuelMethod | None = None
+    dpo_last_turn: DpoLastTurnMethod | None = None
+    dpo_multi_turn: DpoMultiTurnMethod | None = None
     reward_model: RewardModelMethod | None = None
 
     @model_validator(mode="after")
@@ -276,8 +310,9 @@ class TrainConfig(StrictModel):
 
 
 __all__ = [
-    "ACCEPTED_FORMATS", "DpoHyperparameters", "LoraSpec", "Method", "MethodType", "OnlineHyperparameters",
-    "RebelHyperparameters", "RefuelHyperparameters", "RewardModelHyperparameters", "RewardSource",
-    "SupervisedHyperparameters", "TrainConfig", "TrainingHyperparameters", "UserSimulator",
+    "ACCEPTED_FORMATS", "DialogueDpoHyperparameters", "DialogueRollouts", "DpoHyperparameters", "LoraSpec",
+    "Method", "MethodType", "OnlineHyperparameters", "RebelHyperparameters", "RefuelHyperparameters",
+    "RewardModelHyperparameters", "RewardSource", "RolloutSampling", "SupervisedHyperparameters", "TrainConfig",
+    "TrainingHyperparameters", "UserSimulator",
 ]
 

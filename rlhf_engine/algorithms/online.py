@@ -50,7 +50,7 @@ def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
 def hold_out(seeds: list, seed: int, fraction: float = 0.2, cap: int = 32) -> tuple[list, list]:
     """(training seeds, evaluation seeds): a seeded fifth of the seeds (at most `cap`) is kept out of
     training for the final evaluation. One seed alone cannot be split: it is refused."""
-    from rlhf_engine.run import JobInputError
+    from rlhf_engine.outcome import JobInputError
 
     if len(seeds) < 2:
         raise JobInputError("an online job without a validation_file needs at least 2 training examples: "
@@ -116,6 +116,35 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, pre
     return pairs, stats
 
 
+def training_and_eval_seeds(config) -> tuple[list, list, str]:
+    """(training seeds, evaluation seeds, where the evaluation seeds come from) of a job that
+    collects dialogues: the validation_file, else a held-out part of the training seeds (never
+    evaluate on what was trained on)."""
+    accepted = ACCEPTED_FORMATS[config.method.type]
+    seeds = seeds_from_examples(formats.load_jsonl(config.training_file, expected_format=accepted).examples)
+    if config.validation_file:
+        eval_file = formats.load_jsonl(config.validation_file, expected_format=accepted)
+        return seeds, seeds_from_examples(eval_file.examples), "validation_file"
+    seeds, eval_seeds = hold_out(seeds, config.seed)
+    return seeds, eval_seeds, f"{len(eval_seeds)} training seeds held out of training"
+
+
+def evaluate_against_base(model, tokenizer, eval_seeds, eval_set: str, *, judge, users, sampling, num_turns: int,
+                          config, reporter) -> dict:
+    """The job's closing evaluation (rlhf_engine/evaluate_dialogue.py), reported as events."""
+    from rlhf_engine.evaluate_dialogue import evaluate_dialogue
+
+    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues ({eval_set})")
+    evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=judge, users=users, sampling=sampling,
+                                   num_turns=num_turns, seed=config.seed)
+    evaluation["eval_set"] = eval_set
+    evaluation["judge"] = config.method.hyperparameters.reward.model_dump()
+    reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
+                   + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),
+                   data=evaluation)
+    return evaluation
+
+
 def _pct(rate) -> str:
     return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
@@ -161,10 +190,9 @@ def make_users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: s
 def run_online(config, model, tokenizer, model_dir, reporter, *, registry, precision, cache_dir=None,
                resume_from=None, resolve_reward_job=None):
     """`model` carries a LoRA adapter without dropout (see rlhf_engine/algorithms/regression.py)."""
-    from rlhf_engine.evaluate_dialogue import evaluate_dialogue
     from rlhf_engine.export import save_adapter
     from rlhf_engine.rewards import make_scorer
-    from rlhf_engine.run import JobInputError, RunResult
+    from rlhf_engine.outcome import JobInputError, RunResult
     from rlhf_engine.train import fit
 
     method, hp = config.method.type, config.method.hyperparameters
@@ -173,14 +201,7 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
     fit_hp = hp.model_copy(update={"n_epochs": 1}) if hp.n_epochs == "auto" else hp
     pad_id = tokenizer.pad_token_id
 
-    seeds = seeds_from_examples(formats.load_jsonl(config.training_file, expected_format=ACCEPTED_FORMATS[method]).examples)
-    if config.validation_file:
-        eval_seeds = seeds_from_examples(formats.load_jsonl(config.validation_file,
-                                                            expected_format=ACCEPTED_FORMATS[method]).examples)
-        eval_set = "validation_file"
-    else:  # never evaluate on what was trained on: hold some training seeds out
-        seeds, eval_seeds = hold_out(seeds, config.seed)
-        eval_set = f"{len(eval_seeds)} training seeds held out of training"
+    seeds, eval_seeds, eval_set = training_and_eval_seeds(config)
     sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
     users = make_users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
     roller = Roller(tokenizer, make_backend(model, tokenizer), users, sampling)
@@ -250,12 +271,6 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
                        f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
     adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
-    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues ({eval_set})")
-    evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=scorer, users=users, sampling=sampling,
-                                   num_turns=num_turns, seed=config.seed)
-    evaluation["eval_set"] = eval_set
-    evaluation["judge"] = hp.reward.model_dump()
-    reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
-                   + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),
-                   data=evaluation)
+    evaluation = evaluate_against_base(model, tokenizer, eval_seeds, eval_set, judge=scorer, users=users,
+                                       sampling=sampling, num_turns=num_turns, config=config, reporter=reporter)
     return RunResult(adapter, step, tokens, False, {**last, "iterations": history, "evaluation": evaluation})

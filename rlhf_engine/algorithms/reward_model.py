@@ -96,7 +96,8 @@ def run_reward_model(config, model_dir: Path, reporter, precision: Precision, *,
     from rlhf_engine.data import formats
     from rlhf_engine.export import save_adapter
     from rlhf_engine.models import loading
-    from rlhf_engine.run import RunResult, _tokenize_preferences
+    from rlhf_engine.outcome import RunResult
+    from rlhf_engine.run import _tokenize_preferences
     from rlhf_engine.train import fit
 
     hp = config.method.hyperparameters

@@ -76,7 +76,7 @@ class FunctionScorer:
 
 def make_scorer(source, *, registry, cache_dir=None, device: str = "cpu",
                 resolve_reward_job: Callable[[str], Path] | None = None):
-    from rlhf_engine.run import JobInputError
+    from rlhf_engine.outcome import JobInputError
 
     if source.type == "function":
         from rlhf_engine.rewards import functions

@@ -54,11 +54,14 @@ def collect_rebel(roller: Roller, seeds: list[Seed], *, seed: int) -> list[Candi
     return [_pair(dialogues[i], dialogues[i + 1], 1) for i in range(0, len(dialogues), 2)]
 
 
-def collect_refuel(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int) -> list[Candidate]:
+def collect_refuel(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int,
+                   plan=sample_horizon_and_turn) -> list[Candidate]:
+    """`plan(rng, H) -> (H', h)` chooses each comparison's horizon and turn: REFUEL's draw by
+    default; the DPO baselines fix h = H' (last-turn DPO, rlhf_engine/algorithms/dialogue_dpo.py)."""
     rng = random.Random(seed)
     plans = []
     for s in seeds:
-        horizon, h = sample_horizon_and_turn(rng, roller.horizon(Dialogue.start(s), num_turns))
+        horizon, h = plan(rng, roller.horizon(Dialogue.start(s), num_turns))
         plans.append((horizon, h))
     # Shared prefix: assistant turns 1..h-1, then the user's turn h.
     shared = [Dialogue.start(s, stream=i) for i, s in enumerate(seeds)]
