@@ -180,15 +180,15 @@ class Slots:
         self.by_key: Counter[str] = Counter()
         self.total = 0
 
-    def take(self, key: str, per_key: int, total: int = 0) -> bool | str:
-        """True if a slot was taken; else which limit refused it: "key" or "process"."""
+    def take(self, key: str, per_key: int, total: int = 0) -> str | None:
+        """Take a slot: None if taken, else the limit that refused it, "key" or "process"."""
         if per_key > 0 and self.by_key[key] >= per_key:
             return "key"
         if total > 0 and self.total >= total:
             return "process"
         self.by_key[key] += 1
         self.total += 1
-        return True
+        return None
 
     def give(self, key: str) -> None:
         self.by_key[key] -= 1
@@ -220,9 +220,9 @@ class UploadGate:
         except APIError as err:
             await refuse(err, scope, receive, send)
             return
-        taken = self.slots.take(key, settings.max_concurrent_uploads_per_key, settings.max_concurrent_uploads)
-        if taken is not True:
-            await refuse(_busy(taken, settings), scope, receive, send)
+        refused = self.slots.take(key, settings.max_concurrent_uploads_per_key, settings.max_concurrent_uploads)
+        if refused:
+            await refuse(_busy(refused, settings), scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

@@ -248,7 +248,7 @@ class EventStreamResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         streams = hub(self.settings)
         limit = self.settings.sse_max_streams_per_key
-        if not streams.slots.take(self.caller_key, limit):
+        if streams.slots.take(self.caller_key, limit):
             err = APIError(429, f"Too many open event streams: at most {limit} per API key. Close one "
                                 "or poll the events list instead.", type="requests",
                            code="too_many_event_streams", headers={"retry-after": "5"})
