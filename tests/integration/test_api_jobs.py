@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.store.models import CheckpointRow, JobRow, MetricRow, new_id
-from tests.integration.helpers import MODEL, assert_envelope, dpo_body, upload
+from tests.integration.helpers import MODEL, assert_envelope, dpo_body, jsonl, upload
 
 pytestmark = pytest.mark.integration
 
@@ -210,6 +210,30 @@ def test_file_format_must_suit_the_method(client, idle_db):
     assert job_count(idle_db) == before
     supervised = {"model": MODEL, "training_file": uploaded["id"], "method": {"type": "supervised"}}
     assert client.post("/v1/fine_tuning/jobs", json=supervised).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["dpo_last_turn", "dpo_multi_turn"])
+def test_the_dialogue_dpo_baselines_are_methods(client, idle_db, method):
+    seeds = upload(client, jsonl([{"user_turns": [f"hi {i}", "and then?"]} for i in range(4)]),
+                   filename="seeds.jsonl").json()
+    assert seeds["format"] == "dialogues"
+    hp = {"rollouts": 32, "num_turns": 2, "beta": 0.2, "user": {"type": "dataset"},
+          "reward": {"type": "function", "name": "remember_rules"}}
+    body = {"model": MODEL, "training_file": seeds["id"], "method": {"type": method, method: {"hyperparameters": hp}}}
+    r = client.post("/v1/fine_tuning/jobs", json=body)
+    assert r.status_code == 200, r.text
+    shown = r.json()["method"]
+    assert shown["type"] == method and set(shown) == {"type", method}
+    given = shown[method]["hyperparameters"]
+    assert {k: given[k] for k in hp if k != "user"} == {k: v for k, v in hp.items() if k != "user"}
+    assert given["user"]["type"] == "dataset" and given["loss_type"] == "sigmoid"  # defaults filled in
+    before = job_count(idle_db)
+    for bad, param, code in (({"eta": 1.0}, "eta", "unknown_parameter"),  # a REFUEL knob
+                             ({"rollouts": 0}, "rollouts", "invalid_value")):
+        wrong = {**body, "method": {"type": method, method: {"hyperparameters": {**hp, **bad}}}}
+        assert_envelope(client.post("/v1/fine_tuning/jobs", json=wrong), 400,
+                        param=f"method.{method}.hyperparameters.{param}", code=code)
+    assert job_count(idle_db) == before
 
 
 def test_broker_down_keeps_the_job_queued_with_a_warning(start_api, idle_api):
