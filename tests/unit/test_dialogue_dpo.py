@@ -148,7 +148,7 @@ def write(path, rows):
 
 class Recorder:
     def __init__(self):
-        self.events, self.steps = [], []
+        self.events, self.steps, self.checkpoints = [], [], {}
 
     def event(self, message, *, level="info", data=None):
         self.events.append(message)
@@ -157,19 +157,24 @@ class Recorder:
         self.steps.append((step, values))
 
     def checkpoint(self, step, path, metrics):
-        pass
+        self.checkpoints[step] = path
 
     def should_stop(self):
         return False
 
 
+def baseline_config(tmp_path, method, user, **hp):
+    seeds = [{"user_turns": [f"hello number {i}", "tell me more"]} for i in range(8)]
+    hp = {"rollouts": 6, "num_turns": 2, "user": {"type": user, "max_new_tokens": 8}, "max_new_tokens": 6,
+          "batch_size": 2, "n_epochs": 1, "beta": 0.5, "learning_rate": 1e-2,
+          "reward": {"type": "function", "name": "length_penalty"}, **hp}
+    return TrainConfig(model="tiny-random-llama", training_file=write(tmp_path / "seeds.jsonl", seeds),
+                       output_dir=str(tmp_path / "out"), method={"type": method, method: {"hyperparameters": hp}})
+
+
 @pytest.mark.parametrize("method, user", [("dpo_last_turn", "dataset"), ("dpo_multi_turn", "model")])
 def test_each_baseline_runs_through_the_engine(tmp_path, model_cache, method, user):
-    seeds = [{"user_turns": [f"hello number {i}", "tell me more"]} for i in range(8)]
-    hp = {"rollouts": 6, "num_turns": 2, "user": {"type": user, "max_new_tokens": 8}, "max_new_tokens": 6, "batch_size": 2,
-          "n_epochs": 1, "beta": 0.5, "learning_rate": 1e-2, "reward": {"type": "function", "name": "length_penalty"}}
-    cfg = TrainConfig(model="tiny-random-llama", training_file=write(tmp_path / "seeds.jsonl", seeds),
-                      output_dir=str(tmp_path / "out"), method={"type": method, method: {"hyperparameters": hp}})
+    cfg = baseline_config(tmp_path, method, user)
     rec = Recorder()
     result = run(cfg, rec, cache_dir=model_cache)
     assert (result.adapter_dir / "adapter_model.safetensors").exists() and result.steps >= 1
@@ -180,3 +185,23 @@ def test_each_baseline_runs_through_the_engine(tmp_path, model_cache, method, us
     assert abs(first["rewards/margins"]) < 1e-6  # the reference is the base the policy starts from
     assert [t["turn"] for t in result.summary["evaluation"]["turns"]] == [1, 2]
     assert torch.isfinite(torch.tensor(first["loss"]))
+
+
+def test_a_resumed_baseline_retraces_the_uninterrupted_one(tmp_path, model_cache):
+    from safetensors.torch import load_file
+
+    cfg = baseline_config(tmp_path, "dpo_multi_turn", "dataset", n_epochs=2, checkpoint_interval=1)
+    rec = Recorder()
+    done = load_file(run(cfg, rec, cache_dir=model_cache).adapter_dir / "adapter_model.safetensors")
+    again = run(cfg, Recorder(), cache_dir=model_cache, resume_from=rec.checkpoints[1])  # pairs reloaded from disk
+    resumed = load_file(again.adapter_dir / "adapter_model.safetensors")
+    assert again.steps == len(rec.checkpoints) > 1
+    assert done.keys() == resumed.keys() and all(torch.equal(done[k], resumed[k]) for k in done)
+
+
+def test_a_budget_of_iterations_x_rollouts_walks_the_seeds_refuel_sees():
+    from rlhf_engine.algorithms.online import iteration_seeds
+
+    seeds = list(range(7))  # fewer than the budget: the walk reshuffles on each pass, for both
+    refuel = [s for t in (1, 2, 3) for s in iteration_seeds(seeds, 4, t, seed=5)]
+    assert iteration_seeds(seeds, 3 * 4, 1, seed=5) == refuel
