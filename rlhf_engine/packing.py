@@ -121,7 +121,8 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
             branch[r, at + P + len(c):at + P + len(c) + len(j)] = REJECTED
             base = r * width + at
             last_prompt = base + P - 1
-            for ids, mask, start, sid in ((c, pairs[i].chosen_mask, P, i), (j, pairs[i].rejected_mask, P + len(c), n + i)):
+            sides = ((c, pairs[i].chosen_mask, P, i), (j, pairs[i].rejected_mask, P + len(c), n + i))
+            for ids, mask, start, sid in sides:
                 # token 0 is predicted by the last prompt position, token t>0 by token t-1 of its own branch
                 predicted_by = [last_prompt, *range(base + start, base + start + len(ids) - 1)][:len(ids)]
                 kept = range(len(ids)) if mask is None else [t for t, target in enumerate(mask) if target]

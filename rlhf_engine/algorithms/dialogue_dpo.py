@@ -150,7 +150,8 @@ def run_dialogue_dpo(config, model, tokenizer, model_dir, reporter, *, registry,
                      resume_from=None, resolve_reward_job=None):
     from rlhf_engine import reference
     from rlhf_engine.algorithms.dpo import DPO
-    from rlhf_engine.algorithms.online import evaluate_against_base, iteration_seeds, make_users, training_and_eval_seeds
+    from rlhf_engine.algorithms.online import (evaluate_against_base, iteration_seeds, make_users,
+                                               training_and_eval_seeds)
     from rlhf_engine.export import save_adapter
     from rlhf_engine.rewards import make_scorer
     from rlhf_engine.outcome import JobInputError, RunResult

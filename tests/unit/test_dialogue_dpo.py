@@ -117,7 +117,9 @@ def scored(per_turn: dict[str, float]):
 
 
 def comparison(a: list[str], b: list[str], ids=((5, 6), (7, 8))) -> Comparison:
-    dialogue = lambda replies: [m for r in replies for m in (Message("user", "q"), Message("assistant", r))]  # noqa: E731
+    def dialogue(replies):
+        return [m for r in replies for m in (Message("user", "q"), Message("assistant", r))]
+
     return Comparison(TokenizedPair([1, 2], list(ids[0]), list(ids[1]), chosen_mask=[True, False]),
                       (dialogue(a), dialogue(b)), {}, len(a))
 
@@ -179,7 +181,8 @@ def test_each_baseline_runs_through_the_engine(tmp_path, model_cache, method, us
     result = run(cfg, rec, cache_dir=model_cache)
     assert (result.adapter_dir / "adapter_model.safetensors").exists() and result.steps >= 1
     collection = result.summary["collection"]
-    assert collection["rollout/pairs"] == len(json.loads((tmp_path / "out/dialogue_dpo/pairs.json").read_text())["pairs"])
+    saved = json.loads((tmp_path / "out/dialogue_dpo/pairs.json").read_text())
+    assert collection["rollout/pairs"] == len(saved["pairs"])
     assert collection["rollout/pairs"] + collection["rollout/dropped_tied"] == 6
     first = rec.steps[0][1]
     assert abs(first["rewards/margins"]) < 1e-6  # the reference is the base the policy starts from

@@ -117,7 +117,8 @@ def test_masked_completions_packed_match_plain(model):
         model.zero_grad(set_to_none=True)
         sums, counts = completion_logps(model, batch)
         (sums * torch.linspace(0.5, 1.5, sums.numel())).sum().backward()
-        results.append((sums.detach(), counts, {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}))
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+        results.append((sums.detach(), counts, grads))
     (plain, plain_counts, g_plain), (packed, packed_counts, g_packed) = results
     # Only the flagged tokens count, in both layouts ...
     expected = [sum(p.chosen_mask) for p in pairs] + [
@@ -130,8 +131,8 @@ def test_masked_completions_packed_match_plain(model):
     # A masked sum is the unmasked per-token log-probs at the flagged positions: a context-only
     # token moves no target and still conditions the ones after it.
     with torch.no_grad():
-        _, _, token_logps, seq = completion_logps(
-            model, pack_pairs([TokenizedPair(p.prompt, p.chosen, p.rejected) for p in pairs], 0), return_token_logps=True)
+        unmasked = pack_pairs([TokenizedPair(p.prompt, p.chosen, p.rejected) for p in pairs], 0)
+        _, _, token_logps, seq = completion_logps(model, unmasked, return_token_logps=True)
     for s, mask in enumerate([p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs]):
         per_token = token_logps[seq == s]
         picked = per_token if mask is None else per_token[torch.tensor(mask)]
