@@ -1,5 +1,8 @@
 """Projects and API keys against real API servers and Postgres: open mode until the first key,
-keys required after it, revocation, tenant isolation (404, never 403 or data), rate limits."""
+keys required after it, revocation, tenant isolation (404, never 403 or data), rate limits, and
+the trust boundaries between projects and between the API and a worker: an Idempotency-Key is a
+project's own, a reward-model job of another project is never used, a cancel that races the
+last step wins. Every test works in any order (the one that needs a key-less server has its own)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from sqlalchemy import create_engine, select, text
 
 from service import admin
 from service.artifacts import ArtifactStore
-from service.store.models import CheckpointRow, ProjectRow, new_id
+from service.store.models import CheckpointRow, JobRow, ProjectRow, new_id
 from service.store.session import normalise_url, session_scope
 from tests import infra
 from tests.integration.helpers import assert_envelope, dpo_body, upload
@@ -50,8 +53,8 @@ def strict_server(start_api, make_database, tmp_path_factory):
                       rate_limit_per_minute=6, rate_limit_burst=3)
 
 
-def test_first_key_switches_from_open_to_required(server):
-    # Runs first in this module: the server has no key yet.
+def test_first_key_switches_from_open_to_required(start_api, make_database, tmp_path_factory):
+    server = own_server(start_api, make_database, tmp_path_factory)  # its own: no key exists yet
     with httpx.Client(base_url=server.url, timeout=30) as anon:
         # No keys yet: open, as project "default", whatever Authorization header comes along.
         assert anon.get("/v1/files").status_code == 200
@@ -170,3 +173,63 @@ def test_redis_rate_limit_counts_in_redis(start_api, make_database, tmp_path_fac
     assert codes.count(429) >= 1 and codes.count(200) <= 6, codes
     counters = redis.Redis.from_url(redis_url).keys(f"rlhf:ratelimit:{tenant.key_id}:*")
     assert counters, "the count must live in Redis, where other replicas see it"
+
+
+def test_one_idempotency_key_in_two_projects_makes_two_jobs(server):
+    a, b = make_tenant(server), make_tenant(server)
+    with a.client(server) as ca, b.client(server) as cb:
+        key = {"Idempotency-Key": "shared-retry-key"}
+        job_a = ca.post("/v1/fine_tuning/jobs", json=dpo_body(upload(ca).json()["id"]), headers=key)
+        body_b = dpo_body(upload(cb).json()["id"])
+        job_b = cb.post("/v1/fine_tuning/jobs", json=body_b, headers=key)
+        assert job_a.status_code == job_b.status_code == 200, (job_a.text, job_b.text)
+        assert job_a.json()["id"] != job_b.json()["id"]  # never the other project's job, nor a 409
+        assert cb.post("/v1/fine_tuning/jobs", json=body_b, headers=key).json()["id"] == job_b.json()["id"]
+        assert len(ca.get("/v1/fine_tuning/jobs").json()["data"]) == 1
+
+
+def test_a_reward_naming_another_projects_reward_model_job_is_refused(server):
+    from rlhf_engine.run import JobInputError
+    from worker.tasks import _reward_job_dir  # what the worker resolves `reward: {type: job}` with
+
+    a, b = make_tenant(server), make_tenant(server)
+    with a.client(server) as ca:
+        rm_job = ca.post("/v1/fine_tuning/jobs", json={"model": "tiny-random-llama", "training_file": upload(ca).json()["id"],
+                                                       "method": {"type": "reward_model"}}).json()["id"]
+    db_url = server.settings["database_url"]
+    with session_scope(db_url) as s:
+        row = s.scalar(select(JobRow).where(JobRow.id == rm_job))
+        row.status, owner = "succeeded", row.project_id
+    with b.client(server) as cb:  # the other project's id, as the worker gets it from that project's job
+        other = cb.post("/v1/fine_tuning/jobs", json=dpo_body(upload(cb).json()["id"])).json()["id"]
+    with session_scope(db_url) as s:
+        stranger = s.scalar(select(JobRow.project_id).where(JobRow.id == other))
+    assert stranger != owner
+    store = ArtifactStore(server.settings["artifacts_dir"])
+    assert _reward_job_dir(db_url, store, owner, rm_job) == store.path(store.job_key(rm_job))  # its owner may
+    with pytest.raises(JobInputError, match="not a reward_model job of this project"):
+        _reward_job_dir(db_url, store, stranger, rm_job)
+
+
+def test_a_cancel_racing_the_last_step_wins(server):
+    from worker import lease
+    from worker.tasks import _finish  # the worker's final write after the last step
+
+    tenant = make_tenant(server)
+    db_url = server.settings["database_url"]
+    done = ("The job has successfully completed", "info", None)
+    with tenant.client(server) as c:
+        file_id = upload(c).json()["id"]
+        raced, after = (c.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"] for _ in range(2))
+        for job_id in (raced, after):
+            assert lease.acquire(db_url, job_id, "worker-1", 60) == lease.ACQUIRED  # now running
+        # The cancel lands after the last step, before the worker's final write: the cancel stands.
+        assert c.post(f"/v1/fine_tuning/jobs/{raced}/cancel").json()["status"] == "cancelled"
+        assert _finish(db_url, raced, "worker-1", done, status="succeeded") is False
+        assert c.get(f"/v1/fine_tuning/jobs/{raced}").json()["status"] == "cancelled"
+        messages = [e["message"] for e in c.get(f"/v1/fine_tuning/jobs/{raced}/events", params={"limit": 100}).json()["data"]]
+        assert messages.count("Job cancelled") == 1 and done[0] not in messages
+        # The other order: the final write first, then the cancel is refused.
+        assert _finish(db_url, after, "worker-1", done, status="succeeded") is True
+        assert_envelope(c.post(f"/v1/fine_tuning/jobs/{after}/cancel"), 409, code="job_not_cancellable")
+        assert c.get(f"/v1/fine_tuning/jobs/{after}").json()["status"] == "succeeded"

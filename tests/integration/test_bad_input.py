@@ -6,6 +6,8 @@ reaches the filesystem by name, and dashboard asset names never walk out of thei
 from __future__ import annotations
 
 import io
+import socket
+import time
 import json
 import zipfile
 from pathlib import Path
@@ -244,3 +246,50 @@ def test_file_names_are_metadata_only(world, tmp_path):
             assert set(root.rglob("*")) - before == {root / "files" / f"{f['id']}.jsonl"}
             assert c.get(f"/v1/files/{f['id']}/content").content == GOOD_DATASET
     assert_envelope(httpx.get(world["server"].url + "/v1/files"), 401)
+
+
+def test_a_chunked_upload_without_content_length_is_cut_off_while_it_arrives(world):
+    """No Content-Length to refuse up front: the 413 must come once the bytes pass the limit,
+    not after the whole body was taken in (which could be any size)."""
+    before = snapshot(world)
+    url = httpx.URL(world["server"].url)
+    head = (f"POST /v1/files HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {world['me'].key}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    part = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="d.jsonl"\r\n\r\n')
+    line = json.dumps(preference_line()).encode() + b"\n"
+    chunk = line * (16384 // len(line))
+    sent, early, answer = 0, False, b""
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
+        while sent < 200 * LIMIT:  # 4 MB at most, 200 times the limit, and never the last chunk
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:  # the server answered and closed
+                early = True
+                break
+            sent += len(chunk)
+            if _answered(sock):
+                early = True
+                break
+            time.sleep(0.002)
+        try:
+            while not (b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}")) and (data := sock.recv(65536)):
+                answer += data
+        except TimeoutError:
+            pass
+    assert early, f"no answer while the body was still arriving ({sent} bytes sent)"
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "file_too_large"
+    assert snapshot(world) == before
+
+
+def _answered(sock: socket.socket) -> bool:
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+    finally:
+        sock.settimeout(timeout)
