@@ -132,6 +132,8 @@ def _scan(lines: Iterator[tuple[int, str | Issue]], expected_format, max_example
     for lineno, line in lines:
         if isinstance(line, Issue):
             scan.issues.append(line)
+            # A line too long to read from a file still counts (parse_jsonl reads it, then refuses).
+            scan.seen += line.code == "line_too_long"
         elif not line or line.isspace():
             continue
         elif max_examples is not None and scan.seen >= max_examples:
