@@ -1,23 +1,38 @@
-"""Issue 4's proof: base, last-turn DPO, REBEL and REFUEL on `remember_rules` (3 turns) with
-smollm2-135m-instruct, the same budget of reward queries each, and the per-turn win-rate table.
+"""The decisive REFUEL experiment (issue 13): does regressing on the future beat the baselines on a
+task where only the future pays?
 
-    python bench/refuel_proof.py [--iterations 3] [--per-iteration 8] [--eval 16] [--threads 1]
+    python bench/refuel_proof.py                   # the pre-registered run (bench/README.md)
+    python bench/refuel_proof.py --seeds 0 --iterations 1 --per-iteration 4 --eval 8   # a smoke run
 
-Budget: REFUEL and REBEL make `iterations * per_iteration` comparisons of two scored dialogues;
-last-turn DPO gets the same number of pairs, labelled with the same reward function, from offline
-data: base-model dialogues over the same training seeds up to the user's last turn, with two base
-samples of the last reply. REBEL trains on those offline prefixes too (the paper's last-turn
-REBEL), sampling its own last replies on-policy. REFUEL rolls out whole dialogues itself.
-Evaluation: rlhf_engine.evaluate_dialogue on held-out seeds (users never seen in training), judge
-= the task reward, base dialogues sampled once and shared by every row.
+Task `carry_name` (rlhf_engine/tasks/carry_name.py, 3 turns, the dataset's user turns): turn 1 is
+asked to use the user's name and earns nothing; turns 2 and 3 earn 1 each when they say it.
+smollm2-135m-instruct with LoRA, on the CPU. Four methods, each a real job through
+`rlhf_engine.run.run`, with the same reward-query budget (one query = one complete dialogue
+scored; a comparison costs two):
 
-Writes <out>/result.json and <out>/table.md; prints the table and the wall time per iteration.
+    REFUEL                 refuel, credit future           iterations x per_iteration comparisons
+    REBEL (immediate)      refuel, credit immediate        the same collection, target r_h alone
+    last-turn DPO          dpo_last_turn                   2 x iterations x per_iteration queries
+    multi-turn DPO         dpo_multi_turn                  the same
+
+For every training seed: the base's held-out dialogues are rolled out once and shared; each
+method's policy is rolled out on the same held-out seeds from the same random streams. Reported:
+per-turn win rates against the base and REFUEL's against each baseline (paired bootstrap CIs over
+dialogues, seeds resampled when pooled), the task's success rate per turn, the KL to the base
+(per dialogue, summed over the policy's own reply tokens), and wall time per iteration.
+
+The decision rule (written in bench/README.md before the run): REFUEL wins against a baseline if
+the pooled 95% CI of its gain in the task's return (name said at turns 2 and 3, 0..2 per
+dialogue) excludes 0 and every seed's mean gain has the same sign.
+
+Writes bench/results/refuel_proof.{md,json} (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -26,186 +41,198 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 MODEL = "smollm2-135m-instruct"
+METHODS = {  # name -> (method type, extra hyperparameters)
+    "REFUEL": ("refuel", {"credit": "future"}),
+    "REBEL (immediate)": ("refuel", {"credit": "immediate"}),
+    "last-turn DPO": ("dpo_last_turn", {}),
+    "multi-turn DPO": ("dpo_multi_turn", {}),
+}
 
 
-def write_jsonl(path: Path, rows) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
+def config(name: str, args, train_file: str, eval_file: str, out: Path, seed: int):
+    from rlhf_engine.spec import TrainConfig
+
+    kind, extra = METHODS[name]
+    common = {"num_turns": 3, "user": {"type": "dataset"}, "temperature": args.temperature,
+              "max_new_tokens": args.max_new_tokens, "reward": {"type": "function", "name": "carry_name"},
+              "batch_size": args.batch_size, "learning_rate": args.lr, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
+    if kind == "refuel":
+        hp = {**common, "iterations": args.iterations, "rollouts_per_iteration": args.per_iteration, "eta": args.eta}
+    else:  # the same reward queries: 2 per pair, one pair per rolled-out seed
+        hp = {**common, "rollouts": args.iterations * args.per_iteration, "beta": args.beta}  # DPO epochs: its default
+    return TrainConfig(model=MODEL, training_file=train_file, validation_file=eval_file, seed=seed,
+                       output_dir=str(out / f"seed{seed}" / name.replace(" ", "_").replace("(", "").replace(")", "")),
+                       method={"type": kind, kind: {"hyperparameters": {**hp, **extra}}})
 
 
-def offline_data(model, tok, seeds, sampling, scorer, seed: int):
-    """Base dialogues to the user's last turn, then two base samples of the last reply, scored."""
-    from rlhf_engine.rollout.backend import HFBackend
-    from rlhf_engine.rollout.collect import collect_rebel
-    from rlhf_engine.rollout.dialogue import Dialogue, Roller, Seed
-    from rlhf_engine.rollout.users import DatasetUsers
+def success_rates(dialogues, turns: int = 3) -> list[float | None]:
+    from rlhf_engine.tasks.carry_name import said_name
 
-    roller = Roller(tok, HFBackend(model, tok.pad_token_id, use_adapter=False), DatasetUsers(), sampling)
-    dialogues = [Dialogue.start(s) for s in seeds]
-    last = [roller.horizon(d, 3) for d in dialogues]
-    roller.rollout(dialogues, [n - 1 for n in last], seed)
-    roller.user_step(dialogues, seed)
-    prefixes = [Seed(tuple(d.messages), (), d.seed.info) for d in dialogues]
-    candidates = collect_rebel(roller, prefixes, seed=seed + 1)
-    scores = scorer.score([c.dialogue_a for c in candidates] + [c.dialogue_b for c in candidates],
-                          [c.info for c in candidates] * 2)
-    n, prefs, ties = len(candidates), [], 0
-    for c, ra, rb in zip(candidates, scores[:n], scores[n:]):
-        if ra is None or rb is None or ra == rb:
-            ties += 1  # no preference to learn from; the two queries are still spent
-            continue
-        win, lose = (c.dialogue_a, c.dialogue_b) if ra > rb else (c.dialogue_b, c.dialogue_a)
-        prefs.append({"prompt": [{"role": m.role, "content": m.content} for m in win[:-1]],
-                      "chosen": [{"role": "assistant", "content": win[-1].content}],
-                      "rejected": [{"role": "assistant", "content": lose[-1].content}]})
-    prompts = [{"prompt": [{"role": m.role, "content": m.content} for m in p.history], "info": p.info} for p in prefixes]
-    return prefs, prompts, {"pairs_scored": n, "reward_queries": 2 * n, "ties_dropped": ties}
+    rates = []
+    for k in range(turns):
+        said = [said_name(r[k], d.seed.info) for d in dialogues
+                if len(r := [m.content for m in d.messages if m.role == "assistant"]) > k]
+        rates.append(sum(said) / len(said) if said else None)
+    return rates
 
 
-def base_row(base, judge) -> dict:
-    """The base against itself: both sides sample with the same seeds, so every turn is a tie (50%)."""
-    turns = []
-    for h in (1, 2, 3):
-        scores = [r for r in judge.score([d.upto(h) for d in base], [d.seed.info for d in base]) if r is not None]
-        mean = sum(scores) / len(scores)
-        turns.append({"turn": h, "win_rate": 0.5, "ci95": [0.5, 0.5], "n": len(scores), "reward_policy": mean,
-                      "reward_base": mean})
-    return {"turns": turns, "average_win_rate": 0.5, "samples": {}}
-
-
-def reward_table(rows: dict) -> str:
-    lines = ["| method | turn 1 | turn 2 | turn 3 |", "|---|---|---|---|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{t['reward_policy']:.3f}" for t in r["turns"]) + " |")
-    return "\n".join(lines)
-
-
-def main() -> int:
+def kl_to_base(model, tokenizer, dialogues) -> float:
+    """Mean over dialogues of sum over the policy's reply tokens of log pi - log pi_base."""
     import torch
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--per-iteration", type=int, default=8, help="dialogues (REFUEL) / prompts (REBEL) per iteration")
-    parser.add_argument("--eval", type=int, default=16, help="held-out seeds for the win rate")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--eta", type=float, default=5.0)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--epochs", type=int, default=2, help="passes over each iteration's pairs (DPO: over its data)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/refuel_proof"))
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    from rlhf_engine.algorithms.regression import Pair, pair_logps
 
+    pairs = [Pair(t.prompt_ids, t.response_ids, t.response_ids, 0, 0, 0, 0) for d in dialogues for t in d.turns]
+    with torch.no_grad():
+        pol, _ = pair_logps(model, pairs, tokenizer.pad_token_id, temperature=1.0)
+        ref, _ = pair_logps(model, pairs, tokenizer.pad_token_id, temperature=1.0, use_adapter=False)
+    return (sum(pol) - sum(ref)) / len(dialogues)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--per-iteration", type=int, default=32)
+    ap.add_argument("--eval", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--eta", type=float, default=1.0)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/refuel-proof"))
+    args = ap.parse_args(argv)
+
+    import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     from rlhf_engine.callbacks import NullReporter
     from rlhf_engine.data.formats import load_jsonl
-    from rlhf_engine.evaluate_dialogue import evaluate_dialogue, format_table, rollout_side
+    from rlhf_engine.evaluate_dialogue import bootstrap_ci, rollout_side, summarise, turn_outcomes, turn_rewards
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
     from rlhf_engine.rewards import make_scorer
     from rlhf_engine.rollout.backend import stop_ids
     from rlhf_engine.rollout.dialogue import Sampling, seeds_from_examples
     from rlhf_engine.rollout.users import DatasetUsers
-    from rlhf_engine.run import run
-    from rlhf_engine.spec import LoraSpec, RewardSource, TrainConfig
-    from rlhf_engine.tasks.remember_rules import EVAL_FILE, TRAIN_FILE
+    from rlhf_engine.run import JobInputError, run
+    from rlhf_engine.spec import LoraSpec, RewardSource
+    from rlhf_engine.tasks.carry_name import EVAL_FILE, TRAIN_FILE
+
+    torch.set_num_threads(args.threads)
+    seeds_list = [int(s) for s in args.seeds.split(",")]
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    eval_file, in_job_eval = work / "eval_seeds.jsonl", work / "one_eval_seed.jsonl"
+    eval_file.write_text("".join(EVAL_FILE.read_text().splitlines(keepends=True)[:args.eval]))
+    in_job_eval.write_text(EVAL_FILE.read_text().splitlines(keepends=True)[0])  # the comparable evaluation is ours
+    eval_seeds = seeds_from_examples(load_jsonl(eval_file).examples)
+    model_dir = loading.materialise(ModelRegistry.load().get(MODEL), args.cache_dir)
+    tok = loading.load_tokenizer(model_dir)
+    model = loading.add_lora(loading.load_causal_lm(model_dir), LoraSpec(r=8, alpha=16), seed=0)
+    judge = make_scorer(RewardSource(type="function", name="carry_name"), registry=ModelRegistry.load())
+    sampling = Sampling(args.max_new_tokens, args.temperature, 1.0, tuple(stop_ids(tok)))
 
     class Log(NullReporter):
         def event(self, message, *, level="info", data=None):
             print(f"  [{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.time()
-    budget = args.iterations * args.per_iteration
-    train_rows = [json.loads(line) for line in TRAIN_FILE.read_text().splitlines()[:budget]]
-    eval_rows = [json.loads(line) for line in EVAL_FILE.read_text().splitlines()[: args.eval]]
-    train_file = write_jsonl(out / "train_seeds.jsonl", train_rows)
-    write_jsonl(out / "eval_seeds.jsonl", eval_rows)
+    started = time.time()
+    per_seed: dict[str, dict] = {}
+    for seed in seeds_list:
+        kw = dict(users=DatasetUsers(), sampling=sampling, num_turns=3, seed=seed)
+        base = rollout_side(model, tok, eval_seeds, use_adapter=False, **kw)
+        sides = {"base": {"dialogues": base, "rewards": turn_rewards(judge, base)}}
+        for name in METHODS:
+            print(f"== seed {seed}: {name}", flush=True)
+            t0 = time.time()
+            try:
+                result = run(config(name, args, str(TRAIN_FILE), str(in_job_eval), work, seed), Log(),
+                             cache_dir=args.cache_dir)
+            except JobInputError as err:  # e.g. a DPO baseline whose every pair tied: it stays the base
+                print(f"  {name}: {err}; its policy is the base", flush=True)
+                result = None
+            wall = time.time() - t0
+            if result is not None:
+                set_peft_model_state_dict(model, load_file(result.adapter_dir / "adapter_model.safetensors"))
+            dialogues = rollout_side(model, tok, eval_seeds, use_adapter=result is not None, **kw)
+            iters = result.summary.get("iterations", []) if result is not None else []
+            sides[name] = {"dialogues": dialogues, "rewards": turn_rewards(judge, dialogues), "wall_seconds": wall,
+                           "kl_to_base": kl_to_base(model, tok, dialogues) if result is not None else 0.0,
+                           "seconds_per_iteration": [it.get("iteration_seconds") for it in iters]}
+        per_seed[seed] = sides
 
-    model_dir = loading.materialise(ModelRegistry.load().get(MODEL), args.cache_dir)
-    tok = loading.load_tokenizer(model_dir)
-    model = loading.add_lora(loading.load_causal_lm(model_dir), LoraSpec(), seed=0)
-    sampling = Sampling(args.max_new_tokens, args.temperature, 1.0, tuple(stop_ids(tok)))
-    judge = make_scorer(RewardSource(type="function", name="remember_rules"), registry=ModelRegistry.load())
-    timings: dict[str, float] = {}
+    def returns(rewards):  # the task's return per dialogue: the rewards of turns 2 and 3
+        return [None if r is None else sum(r) for r in rewards]
 
-    # Offline multi-turn data for the last-turn baselines (same seeds, same number of scored pairs).
-    t = time.time()
-    prefs, prompts, offline = offline_data(model, tok, seeds_from_examples(load_jsonl(train_file).examples),
-                                           sampling, judge, args.seed)
-    timings["offline_data"] = time.time() - t
-    print(f"offline data: {offline} in {timings['offline_data']:.0f}s", flush=True)
-    dpo_file = write_jsonl(out / "last_turn_dpo.jsonl", prefs)
-    rebel_file = write_jsonl(out / "last_turn_prompts.jsonl", prompts)
+    rows, vs = {}, {}
+    for name in ["base", *METHODS]:
+        rows[name] = {"success_per_turn": [
+            sum(v) / len(v) for v in zip(*[success_rates(per_seed[s][name]["dialogues"]) for s in seeds_list])],
+            "return": bootstrap_ci([[x for x in returns(per_seed[s][name]["rewards"]) if x is not None]
+                                    for s in seeds_list])}
+        if name != "base":
+            rows[name]["vs_base"] = summarise([turn_outcomes(per_seed[s][name]["rewards"],
+                                                             per_seed[s]["base"]["rewards"], 3) for s in seeds_list])
+            rows[name]["kl_to_base"] = [per_seed[s][name]["kl_to_base"] for s in seeds_list]
+            rows[name]["wall_seconds"] = [per_seed[s][name]["wall_seconds"] for s in seeds_list]
+    for name in list(METHODS)[1:]:
+        gains = [[a - b for a, b in zip(returns(per_seed[s]["REFUEL"]["rewards"]), returns(per_seed[s][name]["rewards"]))
+                  if a is not None and b is not None] for s in seeds_list]
+        mean, lo, hi = bootstrap_ci(gains)
+        seed_means = [sum(g) / len(g) for g in gains if g]
+        same_sign = all(m > 0 for m in seed_means) or all(m < 0 for m in seed_means)
+        vs[name] = {"gain": mean, "ci95": [lo, hi], "seed_means": seed_means,
+                    "refuel_wins": lo is not None and lo > 0 and same_sign and all(m > 0 for m in seed_means),
+                    "head_to_head": summarise([turn_outcomes(per_seed[s]["REFUEL"]["rewards"],
+                                                             per_seed[s][name]["rewards"], 3) for s in seeds_list])}
 
-    online_hp = {"iterations": args.iterations, "rollouts_per_iteration": args.per_iteration, "eta": args.eta,
-                 "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "n_epochs": args.epochs,
-                 "batch_size": 4, "learning_rate": args.lr, "reward": {"type": "function", "name": "remember_rules"}}
-    # The in-job evaluation runs on one seed only: the comparable evaluation is the one below.
-    one_dialogue = write_jsonl(out / "one_dialogue.jsonl", eval_rows[:1])
-    one_prompt = write_jsonl(out / "one_prompt.jsonl", prompts[:1])
-    jobs = {
-        "last-turn DPO": TrainConfig(model=MODEL, training_file=dpo_file, seed=args.seed, output_dir=str(out / "dpo"),
-                                     method={"type": "dpo", "dpo": {"hyperparameters": {
-                                         "n_epochs": args.epochs, "batch_size": 4, "learning_rate": args.lr}}}),
-        "REBEL (last turn)": TrainConfig(model=MODEL, training_file=rebel_file, validation_file=one_prompt, seed=args.seed,
-                                         output_dir=str(out / "rebel"),
-                                         method={"type": "rebel", "rebel": {"hyperparameters": online_hp}}),
-        "REFUEL": TrainConfig(model=MODEL, training_file=train_file, validation_file=one_dialogue, seed=args.seed,
-                              output_dir=str(out / "refuel"),
-                              method={"type": "refuel", "refuel": {"hyperparameters": {
-                                  **online_hp, "num_turns": 3, "user": {"type": "dataset"}}}}),
-    }
-    adapters, iterations = {}, {}
-    if not prefs:
-        print("no offline pair has a preference (all ties): last-turn DPO is left out", flush=True)
-        del jobs["last-turn DPO"]
-    for name, cfg in jobs.items():
-        print(f"== {name}", flush=True)
-        t = time.time()
-        result = run(cfg, Log(), cache_dir=args.cache_dir)
-        timings[name] = time.time() - t
-        adapters[name] = result.adapter_dir
-        iterations[name] = [{k: it.get(k) for k in ("iteration", "rollout/pairs", "rollout/reward_mean",
-                                                     "rollout/reward_gap", "rollout/kl_to_base", "regression_loss",
-                                                     "sign_agreement", "rollout/collect_seconds", "train_seconds",
-                                                     "iteration_seconds")}
-                            for it in result.summary.get("iterations", [])]
-
-    # Per-turn win rates against the base, on held-out seeds.
-    seeds = seeds_from_examples(load_jsonl(out / "eval_seeds.jsonl").examples)
-    kw = dict(users=DatasetUsers(), sampling=sampling, num_turns=3, seed=args.seed)
-    t = time.time()
-    base = rollout_side(model, tok, seeds, use_adapter=False, **kw)
-    rows = {"base": base_row(base, judge)}
-    for name, adapter in adapters.items():
-        set_peft_model_state_dict(model, load_file(adapter / "adapter_model.safetensors"))
-        rows[name] = evaluate_dialogue(model, tok, seeds, judge=judge, base_dialogues=base, **kw)
-    timings["evaluation"] = time.time() - t
-    timings["total"] = time.time() - t_start
-
-    table = format_table(rows) + "\n\nMean judge reward per turn (0..1):\n\n" + reward_table(rows)
-    print(table)
-    for name, its in iterations.items():
-        for it in its:
-            print(f"{name} iteration {it['iteration']}: {it['iteration_seconds']:.0f}s "
-                  f"(collect {it['rollout/collect_seconds']:.0f}s, train {it['train_seconds']:.0f}s), "
-                  f"pairs {it['rollout/pairs']:.0f}, mean reward {it['rollout/reward_mean']:.3f}, "
-                  f"sign agreement {it['sign_agreement']:.2f}")
-    print("timings (s):", {k: round(v) for k, v in timings.items()})
-    (out / "table.md").write_text(table + "\n")
-    (out / "result.json").write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()}, "reward_queries_per_method": 2 * budget,
-        "offline": offline, "timings": timings, "iterations": iterations,
-        "evaluation": {k: {kk: vv for kk, vv in v.items() if kk != "samples"} for k, v in rows.items()},
-        "samples": {k: v["samples"] for k, v in rows.items()}}, indent=2))
+    md = render(rows, vs, args, seeds_list, time.time() - started)
+    print(md)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "refuel_proof.md").write_text(md)
+    (args.out / "refuel_proof.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "refuel_vs": vs,
+        "machine": platform.platform(), "torch": torch.__version__, "wall_seconds": time.time() - started},
+        indent=1, default=str))
     return 0
+
+
+def render(rows, vs, args, seeds, wall) -> str:
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    lines = [f"# REFUEL decisive experiment: carry_name, {MODEL}, seeds {seeds}, {args.eval} held-out dialogues",
+             "", f"{args.iterations} iterations x {args.per_iteration} comparisons "
+             f"({2 * args.iterations * args.per_iteration} reward queries per method and seed), lr {args.lr}, eta "
+             f"{args.eta}, beta {args.beta}, batch {args.batch_size}, T {args.temperature}, {args.max_new_tokens} "
+             f"tokens per reply, LoRA r=8; wall {wall / 60:.0f} min.", "",
+             "| method | return (0..2) [95% CI] | said name turn 1 / 2 / 3 | win vs base turn 1 / 2 / 3 (ties) "
+             "| KL to base per dialogue (by seed) | job wall s |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        ret = r["return"]
+        cells = [f"{ret[0]:.3f} [{ret[1]:.3f}, {ret[2]:.3f}]" if ret[0] is not None else "n/a",
+                 " / ".join(pct(x) for x in r["success_per_turn"])]
+        if name == "base":
+            cells += ["-", "-", "-"]
+        else:
+            cells.append(" / ".join(f"{pct(t['win_rate'])} ({pct(t['tie_rate'])})" for t in r["vs_base"]["turns"]))
+            cells.append(", ".join(f"{k:.2f}" for k in r["kl_to_base"]))
+            cells.append(f"{sum(r['wall_seconds']) / len(r['wall_seconds']):.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "REFUEL against each baseline (gain in return per dialogue, pooled over seeds; decision rule in "
+              "bench/README.md):", "", "| baseline | gain [95% CI] | per seed | head-to-head win turn 1 / 2 / 3 | "
+              "REFUEL wins |", "|---|---|---|---|---|"]
+    for name, v in vs.items():
+        lo, hi = v["ci95"]
+        lines.append(f"| {name} | {v['gain']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+                     + ", ".join(f"{m:+.3f}" for m in v["seed_means"]) + " | "
+                     + " / ".join(pct(t["win_rate"]) for t in v["head_to_head"]["turns"])
+                     + f" | {'yes' if v['refuel_wins'] else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
