@@ -111,8 +111,10 @@ async def open_loop(url: str, key: str, rate: float, seconds: float,
 _EVENT_ID = re.compile(rb"\nid: (ftevent-[0-9a-f]+)\n")
 
 
-async def follow_stream(url: str, path: str, key: str, opened: asyncio.Event, stop: asyncio.Event) -> list[str] | None:
-    """Read one live stream until `stop`; the event ids it delivered, or None if it failed."""
+async def follow_stream(url: str, path: str, key: str, opened: asyncio.Event,
+                        stop: asyncio.Event) -> tuple[list[str] | None, bool]:
+    """Read one live stream until `stop` or its end: (the event ids it delivered, whether the
+    server ended it), with None for the ids if it failed to open or broke."""
     parsed = httpx.URL(url)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(parsed.host, parsed.port), 30)
@@ -120,11 +122,11 @@ async def follow_stream(url: str, path: str, key: str, opened: asyncio.Event, st
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
         opened.set()
-        return None
+        return None, False
     opened.set()
     if not head.startswith(b"HTTP/1.1 200"):
         writer.close()
-        return None
+        return None, False
     buffer, ids = b"\n", []
     try:
         while not stop.is_set():
@@ -132,18 +134,18 @@ async def follow_stream(url: str, path: str, key: str, opened: asyncio.Event, st
                 data = await asyncio.wait_for(reader.read(65536), 0.5)
             except asyncio.TimeoutError:
                 continue
-            if not data:
-                return None  # the stream ended before the job did
+            if not data:  # closed: a finished stream ends with the last, empty chunk
+                return (ids, True) if buffer.endswith(b"\r\n0\r\n\r\n") else (None, False)
             buffer += data
             cut = buffer.rfind(b"\n\n")
             if cut >= 0:
                 ids += [m.decode() for m in _EVENT_ID.findall(buffer[:cut + 1])]
                 buffer = buffer[cut:]
     except OSError:
-        return None
+        return None, False
     finally:
         writer.close()
-    return ids
+    return ids, False
 
 
 class PeakRss(threading.Thread):
@@ -215,7 +217,7 @@ def stream_run(api_url: str, key: str, database: str, job_id: str, streams: int,
     with session_scope(database) as s:
         expected = list(s.scalars(select(EventRow.id).where(EventRow.job_id == job_id).order_by(EventRow.seq)))
     # Each stream started from the job's first event, so it must hold every event, once, in order.
-    broken = sum(ids != expected for ids in delivered)
+    broken = sum(ids != expected or ended for ids, ended in delivered)  # this job never ends
     return {"streams": streams, "offered_rate": rate, "seconds": seconds, "requests": len(latencies),
             "errors": errors, "p50_ms": round(1000 * percentile(latencies, 0.5), 2),
             "p99_ms": round(1000 * percentile(latencies, 0.99), 2), "max_ms": round(1000 * max(latencies), 2),
