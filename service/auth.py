@@ -112,6 +112,10 @@ def identify(request: Request, db: Session, settings: Settings) -> Caller:
 def current_caller(request: Request, db: DB, settings: SettingsDep,
                    _: Annotated[object, Depends(_scheme)] = None) -> Caller:
     caller = identify(request, db, settings)
+    # Give the connection back before the route runs: dependencies and the route are separate trips
+    # through the thread pool, and a burst of requests that each held a connection while waiting for
+    # a thread, while every thread waited for a connection, deadlocked until the pool timed out.
+    db.commit()
     if caller.key_id is not None:
         limits.check_rate(caller.key_id, settings)
     return caller
