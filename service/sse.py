@@ -2,7 +2,8 @@
 
 Protocol. Each event goes out as `id: <event id>`, `event: <type>`, `data: <event JSON>`, oldest
 first; a comment `: keep-alive` when the stream was quiet for `sse_keepalive_seconds` (proxies close
-idle connections); the stream ends once the job is finished and every event was sent. A client
+idle connections); the stream ends once the job is finished, no live worker holds it any more (a
+cancelled job's worker writes its last events after the cancel), and every event was sent. A client
 that reconnects sends `Last-Event-ID` and continues after it.
 
 Cost scales with jobs, not with clients. Per API process and job there is one `JobWatch`: a task
@@ -34,6 +35,7 @@ import json
 import logging
 import signal
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator
 
@@ -93,7 +95,11 @@ class StreamReads:
     def _read(self, job_id: str, after_seq: int, with_status: bool) -> tuple[str | None, list[Frame]]:
         with session_factory(self.db_url, pool_size=self.connections, max_overflow=0)() as s:
             # Status before events: a terminal status read first guarantees its events are visible.
-            status = s.scalar(select(JobRow.status).where(JobRow.id == job_id)) if with_status else None
+            status = None
+            if with_status:
+                row = s.execute(select(JobRow.status, JobRow.lease_owner, JobRow.lease_expires_at)
+                                .where(JobRow.id == job_id)).first()
+                status = _stream_status(row)
             rows = s.scalars(select(EventRow).where(EventRow.job_id == job_id, EventRow.seq > after_seq)
                              .order_by(EventRow.seq.asc()).limit(BATCH))
             return status, [(row.seq, format_event(row)) for row in rows]
@@ -103,6 +109,17 @@ class StreamReads:
 
     async def events(self, job_id: str, after_seq: int) -> list[Frame]:
         return (await anyio.to_thread.run_sync(self._read, job_id, after_seq, False, limiter=self.limiter))[1]
+
+
+def _stream_status(row) -> str | None:
+    """The job's status as a stream sees it: a terminal job that a live worker still holds (a
+    cancel the worker has not reached yet) is still writing events, so it counts as running."""
+    if row is None:
+        return None
+    status, owner, expires = row
+    if status in TERMINAL and owner is not None and (expires or 0) > time.time():
+        return "stopping"
+    return status
 
 
 class JobWatch:
