@@ -282,6 +282,9 @@ def main() -> int:
     _, key = create_key(database, "soak")
     settings = dict(database_url=database, broker_url=redis, artifacts_dir=tmp / "artifacts",
                     model_cache_dir=tmp / "models", queue=f"soak-{uuid.uuid4().hex[:8]}", lease_seconds=10,
+                    # A killed worker takes the messages it had prefetched with it; the reaper sends
+                    # such queued jobs again after this (default 900 s, longer than this benchmark).
+                    resend_queued_seconds=30,
                     max_upload_bytes=UPLOAD_LIMIT, max_concurrent_jobs_per_project=0, rate_limit_per_minute=0,
                     sse_max_streams_per_key=args.streams + 50)
     api = infra.ApiServer(tmp, workers=2, **settings).start()
