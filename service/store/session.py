@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -29,7 +31,8 @@ def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                               json_serializer=dumps_json)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _):  # WAL lets the API read while the worker writes
@@ -41,7 +44,26 @@ def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
         return engine
     # connect_timeout: a database that is down must fail requests (and /readyz) fast, not hang them.
     return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
-                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+                         json_serializer=dumps_json)
+
+
+def finite(value):
+    """`value` with every NaN and infinity replaced by None, at any depth. A metric can be
+    undefined (sign agreement when every pair ties); JSON has no NaN, Postgres refuses the
+    token, and a strict client cannot parse it, so it is stored as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps_json(value) -> str:
+    """Every JSON column's serializer (events' data, job results, metrics, checkpoints)."""
+    return json.dumps(finite(value), allow_nan=False)
 
 
 def session_factory(url: str, **pool: int) -> sessionmaker[Session]:

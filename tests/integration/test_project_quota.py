@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def add_jobs(db: str, project: str, statuses: list[str]) -> list[str]:
-    rows = [JobRow(id=new_id("ftjob"), project_id=project, model="m", training_file="f", status=status,
-                   method={}, seed=0) for status in statuses]
+    rows = [JobRow(id=new_id("ftjob"), project_id=project, model="m", base_model="m", training_file="f",
+                   status=status, method={}, seed=0) for status in statuses]
     with session_scope(db) as s:
         s.add_all(rows)
     return [row.id for row in rows]

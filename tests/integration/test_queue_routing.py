@@ -61,9 +61,9 @@ def test_the_reaper_resends_to_the_jobs_own_queue(make_database):
     infra.run_migrations(db)
     lost, unsent = new_id("ftjob"), new_id("ftjob")
     with session_scope(db) as s:
-        s.add_all([JobRow(id=lost, model="m", training_file="f", method={}, seed=0, status="running",
+        s.add_all([JobRow(id=lost, model="m", base_model="m", training_file="f", method={}, seed=0, status="running",
                           lease_owner="dead:1:1", lease_expires_at=time.time() - 1, queue="rlhf-big-gpu"),
-                   JobRow(id=unsent, model="m", training_file="f", method={}, seed=0, status="queued",
+                   JobRow(id=unsent, model="m", base_model="m", training_file="f", method={}, seed=0, status="queued",
                           created_at=int(time.time()) - 3600, queue="rlhf-small-gpu")])
     sent: list[tuple[str, str | None]] = []
     settings = Settings(database_url=db, queue="rlhf-default")
