@@ -67,6 +67,7 @@ def test_flex_is_refused_off_cuda(tiny_model_dir):
         enable_flex(loading.load_causal_lm(tiny_model_dir, dtype=torch.float32))
 
 
+@pytest.mark.gpu  # deselected from the CPU suite; the GPU check runs `pytest -m gpu`
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention has no backward pass on CPU")
 def test_packed_flex_logps_and_gradients_match_plain_sdpa(tiny_model_dir):
     from rlhf_engine.attention import enable_flex, uses_flex
