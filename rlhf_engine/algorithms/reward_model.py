@@ -97,7 +97,7 @@ def run_reward_model(config, model_dir: Path, reporter, precision: Precision, *,
     from rlhf_engine.export import save_adapter
     from rlhf_engine.models import loading
     from rlhf_engine.outcome import RunResult
-    from rlhf_engine.run import _tokenize_preferences
+    from rlhf_engine.data.pairs import tokenize_examples
     from rlhf_engine.train import fit
 
     hp = config.method.hyperparameters
@@ -113,8 +113,8 @@ def run_reward_model(config, model_dir: Path, reporter, precision: Precision, *,
 
     train = formats.load_jsonl(config.training_file, expected_format="preference").examples
     evals = formats.load_jsonl(config.validation_file, expected_format="preference").examples if config.validation_file else []
-    pairs = _tokenize_preferences(tokenizer, train, hp, reporter, "training")
-    eval_pairs = _tokenize_preferences(tokenizer, evals, hp, reporter, "validation") if evals else []
+    pairs = tokenize_examples(tokenizer, train, hp, reporter, "training")
+    eval_pairs = tokenize_examples(tokenizer, evals, hp, reporter, "validation") if evals else []
     algo = BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs)
     reporter.event(f"Training reward_model on {algo.num_examples} pairs for {hp.epochs} epoch(s)")
     result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir, resume_from=resume_from,
