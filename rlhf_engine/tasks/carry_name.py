@@ -1,6 +1,6 @@
 """`carry_name`: a multi-turn task where the first reply earns nothing and decides what comes later.
 
-    turn 1  "Hi, I'm Maya. Please call me by my name in every reply. <question>"
+    turn 1  'My name is Maya. Begin each answer with "Maya,". <question>'
     turn k  "<question>"                                                  (k = 2..H, no reminder)
 
 Per-turn rewards (rlhf_engine/rewards/turns.py sums them into returns):
@@ -8,9 +8,10 @@ Per-turn rewards (rlhf_engine/rewards/turns.py sums them into returns):
     r_1 = 0                                  whatever the first reply says
     r_k = 1 if reply k says the name, else 0 (k >= 2; a whole word, any case)
 
-The name is asked for once, at turn 1, and never again, so a later reply says it mostly when the
-dialogue already does: measured on smollm2-135m-instruct (32 dialogues, T = 0.7, 32 tokens),
-turn 2 said the name in 1 of the 6 dialogues whose turn 1 had said it and in 0 of the other 26.
+The name is asked for once, at turn 1, and never again, so a later reply says it almost only when
+the dialogue already does. Measured on smollm2-135m-instruct (48 dialogues, T = 0.7, 32 tokens,
+bench/README.md "pilot"): turn 1 said the name in 30 of 48; turn 2 in 22 of the 30 whose turn 1
+had and in 0 of the other 18; turn 3 in 21 of 22 after a turn 2 that had, 1 of 26 otherwise.
 Saying the name at turn 1 is then an action whose worth shows only in the future: REFUEL's
 return of turn 1 (r_1 + r_2 + ...) sees it; a method trained on the immediate reward of turn 1
 (always 0) cannot. Success per turn (`said_name`) is the task's own measure, turn 1 included.
@@ -44,7 +45,7 @@ def reward(messages: list[dict], info: dict) -> list[float]:
 
 def make_seed(rng: random.Random, name: str, turns: int = TURNS) -> dict:
     questions = rng.sample(QUESTIONS, turns)
-    return {"user_turns": [f"Hi, I'm {name}. Please call me by my name in every reply. {questions[0]}",
+    return {"user_turns": [f'My name is {name}. Begin each answer with "{name},". {questions[0]}',
                            *questions[1:]],
             "info": {"task": "carry_name", "name": name}}
 
