@@ -34,7 +34,10 @@ def list_models(db: DB, registry: Registry, caller: CallerDep) -> ListObject[Mod
     """Registry models by name, then the project's fine-tuned models, newest first (one page, as
     OpenAI's list)."""
     builtin = [Model(id=name, created=REGISTRY_CREATED, owned_by=SYSTEM) for name in registry.names()]
+    # A succeeded job is a model once the worker has named it (the same commit, worker/tasks.py);
+    # a row without a name is not listable, whatever wrote it.
     rows = db.scalars(select(JobRow).where(JobRow.project_id == caller.project_id, JobRow.status == SUCCEEDED,
+                                           JobRow.fine_tuned_model.is_not(None),
                                            JobRow.model_deleted_at.is_(None)).order_by(JobRow.seq.desc()))
     return ListObject.page([*builtin, *(_fine_tuned(r) for r in rows)], has_more=False)
 
