@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from service.admin import create_key, create_project  # noqa: E402
-from service.store.models import EventRow, new_id  # noqa: E402
-from service.store.session import session_scope  # noqa: E402
+from service.shared.store.models import EventRow, new_id  # noqa: E402
+from service.shared.store.session import session_scope  # noqa: E402
 from tests import infra  # noqa: E402  (the same throwaway servers the tests use)
 
 

@@ -51,8 +51,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.service_latency import PeakRss, follow_stream, percentile  # noqa: E402
 from service.admin import create_key, create_project  # noqa: E402
-from service.store.models import TERMINAL, EventRow, FileRow, JobRow, MetricRow  # noqa: E402
-from service.store.session import session_scope  # noqa: E402
+from service.shared.store.models import TERMINAL, EventRow, FileRow, JobRow, MetricRow  # noqa: E402
+from service.shared.store.session import session_scope  # noqa: E402
 from tests import infra  # noqa: E402
 
 UPLOAD_LIMIT = 4 * 2**20

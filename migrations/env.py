@@ -6,9 +6,9 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
-from service.settings import get_settings
-from service.store.models import Base
-from service.store.session import get_engine, normalise_url
+from service.shared.settings import get_settings
+from service.shared.store.models import Base
+from service.shared.store.session import get_engine, normalise_url
 
 config = context.config
 if config.config_file_name and not config.attributes.get("skip_logging_config"):

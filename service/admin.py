@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.auth import generate_key, hash_key
-from service.settings import get_settings
-from service.store.models import ApiKeyRow, ProjectRow, new_id, now
-from service.store.session import session_scope
+from service.api.auth import generate_key, hash_key
+from service.shared.settings import get_settings
+from service.shared.store.models import ApiKeyRow, ProjectRow, new_id, now
+from service.shared.store.session import session_scope
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

@@ -16,9 +16,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service import auth, dashboard, errors, limits, migrate, observability, sse
-from service.routes import files, job_outputs, jobs, models, ops
-from service.settings import get_settings
+from service import migrate
+from service.api import auth, dashboard, errors, limits, observability, sse
+from service.api.routes import files, job_outputs, jobs, models, ops
+from service.shared.logging import configure_logging
+from service.shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -50,7 +52,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    observability.configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(title="RLHF service", version="0.1.0", lifespan=lifespan,
                   description="Self-hostable alignment training with an OpenAI-compatible API.",
                   responses=errors.ERROR_RESPONSES)
@@ -62,7 +64,7 @@ def create_app() -> FastAPI:
     for router in (files.router, jobs.router, job_outputs.router, models.router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops.router)
-    app.include_router(dashboard.router)  # the web dashboard (service/dashboard/) at /dashboard
+    app.include_router(dashboard.router)  # the web dashboard (service/api/dashboard/) at /dashboard
     return app
 
 

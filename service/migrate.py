@@ -14,8 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.settings import get_settings
-from service.store.session import get_engine, normalise_url
+from service.shared.settings import get_settings
+from service.shared.store.session import get_engine, normalise_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

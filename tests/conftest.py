@@ -163,7 +163,7 @@ def idle_api(start_api: Callable[..., infra.ApiServer], make_database: Callable[
 
 
 def _session(url: str):
-    from service.store.session import session_factory
+    from service.shared.store.session import session_factory
 
     session = session_factory(url)()
     try:

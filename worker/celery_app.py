@@ -16,7 +16,7 @@ import signal
 
 from celery import Celery, signals
 
-from service.settings import get_settings
+from service.shared.settings import get_settings
 
 settings = get_settings()
 
@@ -48,9 +48,9 @@ if settings.broker_url.startswith(("redis://", "rediss://")):
 @signals.setup_logging.connect
 def _structured_logs(loglevel=None, **_):
     """Celery's, the worker's and the engine's log lines in RLHF_LOG_FORMAT (JSON by default, with
-    the running job's id), like the API's (service/observability.py). Connecting this signal
+    the running job's id), like the API's (service/shared/logging.py). Connecting this signal
     replaces Celery's own logging set-up; `--loglevel` still sets the level."""
-    from service.observability import configure_logging
+    from service.shared.logging import configure_logging
 
     configure_logging(loglevel or settings.log_level, settings.log_format, logger_name="")
 
@@ -58,7 +58,7 @@ def _structured_logs(loglevel=None, **_):
 @signals.worker_process_init.connect
 def _fresh_connections(**_):
     """A forked child must not share the parent's database connections."""
-    from service.store.session import get_engine
+    from service.shared.store.session import get_engine
 
     get_engine.cache_clear()
 

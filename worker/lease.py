@@ -20,10 +20,10 @@ import time
 
 from sqlalchemy import func, or_, select, update
 
-from service import quotas
-from service.store.models import QUEUED, RUNNING, JobRow, now
-from service.events import new_event
-from service.store.session import session_scope
+from service.shared import quotas
+from service.shared.store.models import QUEUED, RUNNING, JobRow, now
+from service.shared.events import new_event
+from service.shared.store.session import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ ACQUIRED, TAKEN, PROJECT_FULL = "acquired", "taken", "project_full"
 
 def acquire(db_url: str, job_id: str, owner: str, ttl: float, *, max_running: int = 0) -> str:
     """Take the lease of a queued job: ACQUIRED, TAKEN (not queued, or leased by another worker)
-    or PROJECT_FULL (its project already runs `max_running` jobs; 0 = no limit; service/quotas.py).
+    or PROJECT_FULL (its project already runs `max_running` jobs; 0 = no limit; service/shared/quotas.py).
 
     Only `queued`: a `running` job whose lease expired had its worker die, and only the reaper may
     hand it on, because the reaper counts lost workers (a redelivered message that arrives after

@@ -18,10 +18,10 @@ import time
 
 from sqlalchemy import func, or_, select, update
 
-from service.settings import Settings
-from service.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, now
-from service.events import new_event
-from service.store.session import session_scope
+from service.shared.settings import Settings
+from service.shared.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, now
+from service.shared.events import new_event
+from service.shared.store.session import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def resend_lost_queued(settings: Settings, enqueue) -> list[str]:
 
 
 def start_reaper_thread(settings: Settings) -> threading.Thread:
-    from service.queue import enqueue_job
+    from service.shared.queue import enqueue_job
 
     unsent: dict[str, str | None] = {}
 
@@ -128,7 +128,7 @@ def start_reaper_thread(settings: Settings) -> threading.Thread:
                 for job_id in resend_lost_queued(settings, enqueue_job):
                     log.warning("re-sent queued job %s whose message may have been lost", job_id)
             except Exception as err:
-                from worker.dbretry import is_transient
+                from service.shared.dbretry import is_transient
 
                 if is_transient(err):  # the database is away; the next pass will do
                     log.warning("reaper pass skipped: %s", type(err).__name__)

@@ -1,7 +1,7 @@
 """The engine's Reporter, writing to the store: events, per-step metrics, checkpoints.
 
 Every write is its own short transaction so the API sees progress live, and is retried through
-database blips (worker/dbretry.py). Metrics are keyed by (job, step, kind) and overwritten on
+database blips (service/shared/dbretry.py). Metrics are keyed by (job, step, kind) and overwritten on
 replay, so a job resumed after a crash never shows a step twice.
 
 Writes of metrics and checkpoints are fenced on the lease: they commit only while this worker
@@ -19,11 +19,11 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
-from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
-from service.events import new_event
-from service.store.session import session_scope
-from worker.dbretry import StoreUnavailable, is_transient, with_retry
+from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.shared.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
+from service.shared.events import new_event
+from service.shared.store.session import session_scope
+from service.shared.dbretry import StoreUnavailable, is_transient, with_retry
 from worker.openai_metrics import with_openai_names
 
 log = logging.getLogger(__name__)

@@ -31,18 +31,18 @@ from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
 from rlhf_engine.tensorboard import TensorBoardReporter, Tracker, trackers_from_env, wandb_tracker
-from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.schemas import job_model_name
-from service.observability import job_id_var
-from service.settings import get_settings
-from service.store import models
-from service.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
+from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.shared.logging import job_id_var
+from service.shared.model_names import job_model_name
+from service.shared.settings import get_settings
+from service.shared.store import models
+from service.shared.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
                                   FileRow, JobRow, MetricRow, new_id, now)
-from service.events import new_event
-from service.store.session import session_scope
+from service.shared.events import new_event
+from service.shared.store.session import session_scope
 from worker import lease
 from worker.celery_app import app
-from worker.dbretry import StoreUnavailable, with_retry
+from service.shared.dbretry import StoreUnavailable, with_retry
 from worker.openai_metrics import results_csv
 from worker.reporter import DbReporter, add_event
 
@@ -167,7 +167,7 @@ def _drop_local_copy(db: str, job_id: str) -> None:
 
 def _hand_back_or_leave(db: str, job: JobRow, owner: str, message: str) -> None:
     """Best effort: requeue the job now; if even that fails, its lease lapses and the reaper does."""
-    from service.queue import enqueue_job
+    from service.shared.queue import enqueue_job
 
     job_id = job.id
     try:

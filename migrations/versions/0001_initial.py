@@ -1,6 +1,6 @@
 """Initial schema: files, jobs, job events, job metrics, job checkpoints.
 
-Mirrors service/store/models.py exactly (tests/integration/test_migrations.py compares them).
+Mirrors service/shared/store/models.py exactly (tests/integration/test_migrations.py compares them).
 
 Revision ID: 0001
 Revises:

@@ -158,8 +158,8 @@ class Stack:
     # -- the store -------------------------------------------------------------------------------
 
     def row(self, job_id: str) -> dict:
-        from service.store.models import JobRow
-        from service.store.session import session_scope
+        from service.shared.store.models import JobRow
+        from service.shared.store.session import session_scope
 
         with session_scope(self.settings["database_url"]) as s:
             job = s.scalar(select(JobRow).where(JobRow.id == job_id))
@@ -170,15 +170,15 @@ class Stack:
     def set_status(self, job_id: str, status: str) -> None:
         from sqlalchemy import update
 
-        from service.store.models import JobRow
-        from service.store.session import session_scope
+        from service.shared.store.models import JobRow
+        from service.shared.store.session import session_scope
 
         with session_scope(self.settings["database_url"]) as s:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(status=status))
 
     def send_again(self, job_id: str) -> None:
         """Send `worker.run_job(job_id)` once more, as a redelivery or a duplicate would."""
-        from service.queue import TASK_NAME, celery_client
+        from service.shared.queue import TASK_NAME, celery_client
 
         client = celery_client(self.settings["broker_url"], self.settings["queue"])
         client.send_task(TASK_NAME, args=[job_id], queue=self.settings["queue"])

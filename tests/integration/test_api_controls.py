@@ -9,7 +9,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from service.store.models import JobRow, MetricRow, new_id
+from service.shared.store.models import JobRow, MetricRow, new_id
 from tests.integration.helpers import assert_envelope, dpo_body
 
 pytestmark = pytest.mark.integration

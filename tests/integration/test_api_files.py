@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.store.models import FileRow, JobRow
+from service.shared.store.models import FileRow, JobRow
 from tests.integration.helpers import GOOD_DATASET, assert_envelope, dpo_body, jsonl, preference_line, upload
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from service.store.models import CheckpointRow, JobRow, MetricRow, new_id
+from service.shared.store.models import CheckpointRow, JobRow, MetricRow, new_id
 from tests.integration.helpers import MODEL, assert_envelope, dpo_body, jsonl, upload
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ def test_checkpoints_metrics_and_adapters_as_recorded(client, idle_db, file_id, 
     import zipfile
     from pathlib import Path
 
-    from service.artifacts import ArtifactStore
+    from service.shared.artifacts import ArtifactStore
 
     job_id = client.post("/v1/fine_tuning/jobs", json=dpo_body(file_id)).json()["id"]
     store = ArtifactStore(idle_api.settings["artifacts_dir"])

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from service import admin
-from service.artifacts import ArtifactStore
-from service.store.models import CheckpointRow, JobRow, ProjectRow, new_id
-from service.store.session import normalise_url, session_scope
+from service.shared.artifacts import ArtifactStore
+from service.shared.store.models import CheckpointRow, JobRow, ProjectRow, new_id
+from service.shared.store.session import normalise_url, session_scope
 from tests import infra
 from tests.integration.helpers import assert_envelope, dpo_body, upload
 from tests.integration.tenants import make_tenant, own_server

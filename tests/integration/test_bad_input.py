@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from service.store.models import EventRow, FileRow, JobRow
-from service.store.session import normalise_url
+from service.shared.store.models import EventRow, FileRow, JobRow
+from service.shared.store.session import normalise_url
 from tests.integration.helpers import GOOD_DATASET, assert_envelope, dpo_body, jsonl, preference_line, upload
 from tests.integration.tenants import make_tenant, own_server
 
@@ -226,10 +226,10 @@ def raw_get(server, target: bytes) -> httpx.Response:
 def test_dashboard_traversal_never_serves_a_file(world):
     server = world["server"]
     assert raw_get(server, b"/dashboard/static/app.js").status_code == 200  # the helper reaches assets
-    for target, code in ((b"/dashboard/static/../../service/settings.py", "unknown_url"),
+    for target, code in ((b"/dashboard/static/../../../shared/settings.py", "unknown_url"),
                          (b"/dashboard/static/../../../../etc/passwd", "unknown_url"),
                          (b"/dashboard/static/..", "not_found"),
-                         (b"/dashboard/static/%2e%2e/%2e%2e/service/settings.py", "unknown_url")):
+                         (b"/dashboard/static/%2e%2e/%2e%2e/%2e%2e/shared/settings.py", "unknown_url")):
         error = assert_envelope(raw_get(server, target), 404, code=code)  # JSON envelope, not the file
         assert ".." in error["message"], error  # the server saw the dots: nothing resolved them on the way
 

@@ -68,7 +68,7 @@ def test_each_job_runs_in_a_fresh_process(make_stack):
 
 
 def test_lease_timings_scale_with_the_lease():
-    from service.settings import Settings
+    from service.shared.settings import Settings
     from worker.reaper import reaper_period
 
     for lease in (4, 6, 120):

@@ -42,7 +42,7 @@ def test_postgres_restart_mid_job(make_stack, own_postgres):
     own_postgres.restart(down_seconds=3)  # fast shutdown: every open connection is cut
 
     stack.wait_final(job_id)
-    # Writes during the outage were retried (worker/dbretry.py), so the run went on: same
+    # Writes during the outage were retried (service/shared/dbretry.py), so the run went on: same
     # attempt, every step's metrics exactly once, every checkpoint row backed by its files.
     assert_ran_cleanly(stack, job_id, 32)
     assert stack.row(job_id)["attempts"] == 1

@@ -1,4 +1,4 @@
-"""The Alembic migration creates exactly the tables of service/store/models.py, on Postgres and
+"""The Alembic migration creates exactly the tables of service/shared/store/models.py, on Postgres and
 on SQLite (the embedded default), and running it twice is harmless."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from service.store.models import Base
-from service.store.session import normalise_url
+from service.shared.store.models import Base
+from service.shared.store.session import normalise_url
 from tests import infra
 
 pytestmark = pytest.mark.integration

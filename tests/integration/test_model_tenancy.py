@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from service.schemas import job_model_name
-from service.store.models import SUCCEEDED, CheckpointRow, JobRow, new_id, now
-from service.store.session import session_scope
+from service.shared.model_names import job_model_name
+from service.shared.store.models import SUCCEEDED, CheckpointRow, JobRow, new_id, now
+from service.shared.store.session import session_scope
 from tests.integration.helpers import MODEL, assert_envelope, dpo_body, upload
 from tests.integration.tenants import make_tenant, own_server
 

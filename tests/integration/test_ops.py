@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from service.store.models import JobRow, MetricRow
+from service.shared.store.models import JobRow, MetricRow
 from tests.infra import free_port
 from tests.integration.helpers import assert_envelope, dpo_body, upload
 
@@ -95,7 +95,7 @@ def test_json_logs_with_request_ids(client, idle_api):
 def test_oversized_bodies_are_refused_early(client, idle_db):
     from sqlalchemy import func
 
-    from service.store.models import FileRow
+    from service.shared.store.models import FileRow
 
     idle_db.rollback()
     before = idle_db.scalar(select(func.count()).select_from(FileRow))

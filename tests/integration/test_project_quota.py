@@ -1,4 +1,4 @@
-"""The per-project concurrent-job limit (RLHF_MAX_CONCURRENT_JOBS_PER_PROJECT, service/quotas.py).
+"""The per-project concurrent-job limit (RLHF_MAX_CONCURRENT_JOBS_PER_PROJECT, service/shared/quotas.py).
 
 First the start itself, many workers racing on one project (the check and the start must be one
 atomic step), then the behaviour a user sees with real workers: extra jobs of a project stay
@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
-from service.store.models import JobRow, new_id
-from service.store.session import session_scope
+from service.shared.store.models import JobRow, new_id
+from service.shared.store.session import session_scope
 from tests import infra
 from tests.integration.failure_helpers import make_stack  # noqa: F401
 from tests.integration.tenants import make_tenant

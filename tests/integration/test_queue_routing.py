@@ -51,9 +51,9 @@ def test_the_reaper_resends_to_the_jobs_own_queue(make_database):
     queue they were routed to, not to the reaping worker's own."""
     import time
 
-    from service.settings import Settings
-    from service.store.models import JobRow, new_id
-    from service.store.session import session_scope
+    from service.shared.settings import Settings
+    from service.shared.store.models import JobRow, new_id
+    from service.shared.store.session import session_scope
     from tests import infra
     from worker.reaper import reap_once, resend_lost_queued
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from service.sse import parse_frames
-from service.store.models import EventRow, JobRow, new_id
+from service.api.sse import parse_frames
+from service.shared.store.models import EventRow, JobRow, new_id
 from tests.integration.helpers import assert_envelope, dpo_body, upload
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def test_live_stream_follows_the_job_until_it_ends(client, idle_db, idle_api):
     job_id = new_job(client)
 
     def worker_writes():  # what a worker does, a little later: events, then a final status
-        from service.store.session import session_scope
+        from service.shared.store.session import session_scope
 
         time.sleep(1.0)
         with session_scope(idle_api.settings["database_url"]) as s:

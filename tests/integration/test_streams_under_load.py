@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from service.sse import parse_frames
-from service.store.models import EventRow, JobRow, new_id
-from service.store.session import session_scope
+from service.api.sse import parse_frames
+from service.shared.store.models import EventRow, JobRow, new_id
+from service.shared.store.session import session_scope
 from tests.integration.helpers import dpo_body, upload
 from tests.integration.tenants import make_tenant, own_server
 

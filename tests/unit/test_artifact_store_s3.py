@@ -1,4 +1,4 @@
-"""The artifact store with a bucket (service/artifacts.py + service/artifact_s3.py) against moto's
+"""The artifact store with a bucket (service/shared/artifacts.py + service/shared/artifact_s3.py) against moto's
 real S3 server: two stores with different local directories and one bucket stand for two machines."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.artifact_s3 import MANIFEST, ArtifactStoreUnavailable, S3Location, S3Mirror
-from service.artifacts import ArtifactStore
+from service.shared.artifact_s3 import MANIFEST, ArtifactStoreUnavailable, S3Location, S3Mirror
+from service.shared.artifacts import ArtifactStore
 from tests import infra
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.settings import Settings
-from worker.dbretry import WorkerSettings
+from service.shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = ["README.md", "docs/architecture.md", "docker-compose.yml"]
 
 
 def test_documented_variables_exist():
-    fields = {f"RLHF_{name.upper()}" for model in (Settings, WorkerSettings) for name in model.model_fields}
+    fields = {f"RLHF_{name.upper()}" for model in (Settings,) for name in model.model_fields}
     # Read directly with os.environ (engine reward plug-ins, the test harness).
     read_directly = {name for path in REPO.glob("**/*.py") if ".git" not in path.parts
                      for name in re.findall(r"[\"'](RLHF_[A-Z0-9_]+)[\"']", path.read_text(errors="ignore"))}

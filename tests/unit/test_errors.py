@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.testclient import TestClient
 
-from service import errors
-from service.schemas import JobCreate
+from service.api import errors
+from service.api.schemas import JobCreate
 
 
 def make_client() -> TestClient:

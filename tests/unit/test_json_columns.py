@@ -7,7 +7,7 @@ import json
 
 from sqlalchemy import JSON, Column, Integer, MetaData, Table, insert, select
 
-from service.store.session import dumps_json, get_engine
+from service.shared.store.session import dumps_json, get_engine
 
 
 def test_non_finite_numbers_become_null_at_any_depth():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service import model_names
-from service.events import new_event
+from service.shared import model_names
+from service.shared.events import new_event
 from worker.openai_metrics import RESULT_COLUMNS, results_csv, with_openai_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def test_the_event_writer_refuses_levels_and_types_openai_does_not_have():
 
 def test_no_code_passes_a_level_openai_does_not_have():
     # Reporter.event(level=...) is the engine's side of the same contract (it cannot import
-    # service/events.py); a literal "warning" anywhere would reach a strict client.
+    # service/shared/events.py); a literal "warning" anywhere would reach a strict client.
     offenders = [f"{path.relative_to(REPO)}:{n}" for top in ("service", "worker", "rlhf_engine")
                  for path in (REPO / top).rglob("*.py")
                  for n, line in enumerate(path.read_text().splitlines(), 1)

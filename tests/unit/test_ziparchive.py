@@ -1,4 +1,4 @@
-"""service.ziparchive.stream_zip: a valid archive, produced in bounded chunks."""
+"""service.shared.ziparchive.stream_zip: a valid archive, produced in bounded chunks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import os
 import zipfile
 
-from service.ziparchive import stream_zip
+from service.shared.ziparchive import stream_zip
 
 
 def test_stream_zip_roundtrip_in_bounded_chunks(tmp_path):

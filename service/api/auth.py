@@ -23,12 +23,12 @@ from fastapi.security import HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import limits
-from service.deps import DB, SettingsDep
-from service.errors import APIError
-from service.settings import Settings, get_settings
-from service.store.models import DEFAULT_PROJECT, ApiKeyRow
-from service.store.session import session_scope
+from service.api import limits
+from service.api.deps import DB, SettingsDep
+from service.api.errors import APIError
+from service.shared.settings import Settings, get_settings
+from service.shared.store.models import DEFAULT_PROJECT, ApiKeyRow
+from service.shared.store.session import session_scope
 
 KEY_PREFIX = "rlhf-"
 
@@ -128,7 +128,7 @@ def refusal(request: Request) -> APIError | None:
     """The 401 (or 429) this /v1 request gets, checked on its own. FastAPI parses a JSON body
     before it runs the route's dependencies, so a request it cannot parse never reaches
     `current_caller`; the validation error handler asks here first, so that a caller without a
-    valid key learns nothing about the request it sent (service/errors.py)."""
+    valid key learns nothing about the request it sent (service/api/errors.py)."""
     if not request.url.path.startswith("/v1/"):
         return None
     settings = get_settings()
@@ -141,7 +141,7 @@ def refusal(request: Request) -> APIError | None:
 
 
 def limit_key(request: Request) -> str:
-    """The caller's `limit_key`, for limits decided before the route runs (service/limits.py
+    """The caller's `limit_key`, for limits decided before the route runs (service/api/limits.py
     UploadGate); raises the 401 APIError a request without valid credentials gets."""
     settings = get_settings()
     with session_scope(settings.database_url) as db:

@@ -7,7 +7,7 @@ root so that a bad key can never escape it. Layout:
     jobs/{job_id}/checkpoints/step-{n:06d}/{adapter,state}/
     jobs/{job_id}/adapter/               final LoRA adapter (PEFT layout)
 
-With a bucket configured (RLHF_ARTIFACTS_S3_BUCKET, service/artifact_s3.py) the local directory is
+With a bucket configured (RLHF_ARTIFACTS_S3_BUCKET, service/shared/artifact_s3.py) the local directory is
 this machine's working copy and the bucket is the shared one: every finished write is also sent
 there (`save_file`, `publish_dir`), and a read that finds no local copy fetches it from there first
 (`local_file`, `local_dir`). Without a bucket those calls only touch the local disk, as before.
@@ -21,8 +21,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.artifact_s3 import ArtifactStoreUnavailable, S3Location, S3Mirror
-from service.ziparchive import stream_zip
+from service.shared.artifact_s3 import ArtifactStoreUnavailable, S3Location, S3Mirror
+from service.shared.ziparchive import stream_zip
 
 __all__ = ["ArtifactStore", "ArtifactStoreUnavailable"]
 

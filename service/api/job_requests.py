@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from rlhf_engine.model_registry import ModelEntry, ModelRegistry, UnknownModel
 from rlhf_engine.spec import ACCEPTED_FORMATS, Method, SupervisedMethod
-from service import model_names
-from service.artifacts import ArtifactStore
-from service.errors import APIError, bad_request
-from service.schemas import JobCreate, job_model_name
-from service.store.models import SUCCEEDED, CheckpointRow, FileRow, JobRow
+from service.shared import model_names
+from service.shared.artifacts import ArtifactStore
+from service.api.errors import APIError, bad_request
+from service.api.schemas import JobCreate
+from service.shared.model_names import job_model_name
+from service.shared.store.models import SUCCEEDED, CheckpointRow, FileRow, JobRow
 
 
 @dataclass(frozen=True)

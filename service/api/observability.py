@@ -1,13 +1,10 @@
-"""Structured logs, request ids and HTTP metrics for every request.
+"""Request ids, the access log and HTTP metrics for every request.
 
-- Logs: one JSON object per line on stderr (ts, level, logger, msg, request_id and, for the access
-  line, method, path, status, duration_ms; in a worker, the job_id of the job it is running).
-  RLHF_LOG_FORMAT=text for humans. The API and the worker (worker/celery_app.py) share the format.
 - Request id: an incoming `x-request-id` is kept if it looks sane (it lets a proxy or a client
   correlate), otherwise a new one is made; it is returned in `x-request-id` and attached to every
-  log line written while the request runs.
+  log line written while the request runs (service/shared/logging.py writes the lines).
 - HTTP metrics: request counts and latency by method, route template (never the raw path: ids
-  would explode the label set) and status, rendered by service/routes/ops.py.
+  would explode the label set) and status, rendered by service/api/routes/ops.py.
 
 A pure ASGI middleware rather than BaseHTTPMiddleware, so streamed responses (server-sent events)
 pass through untouched.
@@ -15,58 +12,19 @@ pass through untouched.
 
 from __future__ import annotations
 
-import contextvars
-import json
 import logging
 import re
-import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
+from service.shared.logging import request_id_var
+
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("service.access")
-
-# ---- logging -------------------------------------------------------------------------------------
-
-_FIELDS = ("method", "path", "status", "duration_ms", "job_id")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-               "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
-               "request_id": getattr(record, "request_id", None) or request_id_var.get()}
-        if job_id := job_id_var.get():
-            out["job_id"] = job_id
-        out.update({k: getattr(record, k) for k in _FIELDS if hasattr(record, k)})
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def configure_logging(level: str, fmt: str, logger_name: str = "service") -> None:
-    """`logger_name` (the API: the `service` loggers, leaving uvicorn's own alone; a worker: the root
-    logger, so Celery's and the engine's lines share the format) gets one handler on stderr."""
-    logger = logging.getLogger(logger_name)
-    for h in list(logger.handlers):
-        if getattr(h, "_rlhf", False):
-            logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._rlhf = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level.upper() if isinstance(level, str) else level)
-    if logger_name:
-        logger.propagate = False
-
 
 # ---- HTTP metrics --------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session, aliased
 
-from service.store.models import RUNNING, JobRow
+from service.shared.store.models import RUNNING, JobRow
 
 
 def has_room(limit: int) -> ColumnElement[bool]:

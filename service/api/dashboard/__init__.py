@@ -18,9 +18,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
-from service.auth import CallerDep
-from service.deps import Registry
-from service.errors import not_found
+from service.api.auth import CallerDep
+from service.api.deps import Registry
+from service.api.errors import not_found
 
 STATIC = Path(__file__).resolve().parent / "static"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",

@@ -17,15 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rlhf_engine.callbacks import EventLevel
-from service import job_requests, queue
-from service.auth import Caller, CallerDep
-from service.deps import DB, Artifacts, Registry, SettingsDep
-from service.errors import APIError, bad_request
-from service.events import new_event
-from service.lookups import get_job
-from service.pagination import paginate
-from service.schemas import FineTuningJob, JobCreate, ListObject
-from service.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, JobRow, new_id,
+from service.api import job_requests
+from service.shared import queue
+from service.api.auth import Caller, CallerDep
+from service.api.deps import DB, Artifacts, Registry, SettingsDep
+from service.api.errors import APIError, bad_request
+from service.shared.events import new_event
+from service.api.lookups import get_job
+from service.api.pagination import paginate
+from service.api.schemas import FineTuningJob, JobCreate, ListObject
+from service.shared.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, JobRow, new_id,
                                   now)
 
 log = logging.getLogger(__name__)

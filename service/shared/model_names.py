@@ -44,3 +44,8 @@ def parse(name: str) -> ParsedName | None:
     if parts[0] != "ft" or len(parts) < 5 or not parts[-1]:
         return None
     return ParsedName(model=name, job_id=parts[-1], step=step)
+
+
+def job_model_name(job) -> str:
+    """The `ft:` name a job's model has (or will have once it succeeds); `job` is a jobs row."""
+    return fine_tuned_model(job.base_model, job.project_id, job.suffix, job.id)

@@ -25,7 +25,7 @@ def normalise_url(url: str) -> str:
 @lru_cache
 def get_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """The process's engine for `url`. Another pool size is another engine with its own pool: the
-    event streams read through one of their own (service/sse.py), never the requests' pool."""
+    event streams read through one of their own (service/api/sse.py), never the requests' pool."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]

@@ -1,6 +1,6 @@
 """`/v1/models`: the registry's models and the project's fine-tuned ones; delete a fine-tuned one.
 
-A fine-tuned model is a succeeded job's final adapter, named `ft:...` (service/model_names.py) and
+A fine-tuned model is a succeeded job's final adapter, named `ft:...` (service/shared/model_names.py) and
 owned by its project; other projects' names answer 404. Registry models belong to the operator
 (`owned_by: "system"`) and cannot be deleted through the API.
 """
@@ -10,13 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from service.artifacts import ArtifactStoreUnavailable
-from service.auth import CallerDep
-from service.deps import DB, Artifacts, Registry
-from service.errors import APIError, artifact_store_unavailable, bad_request
-from service.lookups import get_fine_tuned_model
-from service.schemas import Deleted, ListObject, Model
-from service.store.models import ACTIVE, SUCCEEDED, JobRow, now
+from service.shared.artifacts import ArtifactStoreUnavailable
+from service.api.auth import CallerDep
+from service.api.deps import DB, Artifacts, Registry
+from service.api.errors import APIError, artifact_store_unavailable, bad_request
+from service.api.lookups import get_fine_tuned_model
+from service.api.schemas import Deleted, ListObject, Model
+from service.shared.store.models import ACTIVE, SUCCEEDED, JobRow, now
 
 router = APIRouter(prefix="/models", tags=["models"])
 

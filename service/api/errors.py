@@ -76,7 +76,7 @@ def artifact_store_unavailable(what: str) -> APIError:
                     code="artifact_store_unavailable")
 
 
-def _respond(err: APIError) -> JSONResponse:
+def error_response(err: APIError) -> JSONResponse:
     headers = {"x-should-retry": "false"} if err.status < 500 and err.status != 429 else {}
     return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers})
 
@@ -181,18 +181,18 @@ _HTTP_CODES = {404: "unknown_url", 405: "method_not_allowed", 413: "file_too_lar
 
 
 def install(app: FastAPI, authenticate: Callable[[Request], APIError | None] | None = None) -> None:
-    """`authenticate(request)`: the refusal a request without valid credentials gets (service/auth.py
+    """`authenticate(request)`: the refusal a request without valid credentials gets (service/api/auth.py
     `refusal`), asked before a validation error is described, since those can be raised before
     the route's own auth dependency runs."""
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return _respond(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if authenticate is not None and (refused := await run_in_threadpool(authenticate, request)):
-            return _respond(refused)
-        return _respond(validation_error(exc))
+            return error_response(refused)
+        return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -204,12 +204,12 @@ def install(app: FastAPI, authenticate: Callable[[Request], APIError | None] | N
         else:
             message = str(exc.detail)
         err_type = SERVER_ERROR if exc.status_code >= 500 else INVALID_REQUEST
-        return _respond(APIError(exc.status_code, message, type=err_type,
+        return error_response(APIError(exc.status_code, message, type=err_type,
                                  code=_HTTP_CODES.get(exc.status_code)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never leak internals to the client; the traceback goes to the log.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _respond(APIError(500, "The server had an error while processing your request.",
+        return error_response(APIError(500, "The server had an error while processing your request.",
                                  type=SERVER_ERROR, code="internal_error"))

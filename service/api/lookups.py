@@ -9,9 +9,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import model_names
-from service.errors import not_found
-from service.store.models import SUCCEEDED, FileRow, JobRow
+from service.shared import model_names
+from service.api.errors import not_found
+from service.shared.store.models import SUCCEEDED, FileRow, JobRow
 
 
 def get_file(db: Session, project_id: str, file_id: str) -> FileRow:

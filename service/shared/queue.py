@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from service.settings import get_settings
+from service.shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,6 @@ def mark_sent(session, job_id: str) -> None:
 
     from sqlalchemy import update
 
-    from service.store.models import JobRow
+    from service.shared.store.models import JobRow
 
     session.execute(update(JobRow).where(JobRow.id == job_id).values(sent_at=time.time()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from rlhf_engine.callbacks import EVENT_LEVELS, EventLevel
-from service.store.models import EventRow, new_id
+from service.shared.store.models import EventRow, new_id
 
 EventType = Literal["message", "metrics"]
 

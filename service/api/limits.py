@@ -20,8 +20,8 @@ import anyio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import APIError, _respond
-from service.settings import Settings, get_settings
+from service.api.errors import APIError, error_response
+from service.shared.settings import Settings, get_settings
 
 
 class TokenBucket:
@@ -87,7 +87,7 @@ def check_rate(key_id: str, settings: Settings) -> None:
 
 async def refuse(err: APIError, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer with the error envelope from ASGI code, where no exception handler runs."""
-    await _respond(err)(scope, receive, send)
+    await error_response(err)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):

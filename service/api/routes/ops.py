@@ -18,12 +18,12 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import create_engine, func, select, text
 
 from rlhf_engine.model_registry import ModelRegistry
-from service.deps import Artifacts, Registry, SettingsDep
-from service.errors import SERVER_ERROR, APIError
-from service.observability import BUCKETS, HTTP
-from service.settings import Settings
-from service.store.models import RUNNING, JobRow, MetricRow
-from service.store.session import get_engine, session_scope
+from service.api.deps import Artifacts, Registry, SettingsDep
+from service.api.errors import SERVER_ERROR, APIError
+from service.api.observability import BUCKETS, HTTP
+from service.shared.settings import Settings
+from service.shared.store.models import RUNNING, JobRow, MetricRow
+from service.shared.store.session import get_engine, session_scope
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])

@@ -1,4 +1,4 @@
-"""How the worker survives database blips (a Postgres restart, a failover, a dropped connection).
+"""How the workers survive database blips (a Postgres restart, a failover, a dropped connection).
 
 Policy (docs/architecture.md, "Failure behaviour"):
 - Every write the worker makes is one short transaction, so a blip never leaves half a write.
@@ -19,19 +19,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from service.shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class WorkerSettings(BaseSettings):
-    """Worker-only knobs (RLHF_ prefix, like service.settings.Settings)."""
-
-    model_config = SettingsConfigDict(env_prefix="RLHF_", env_file=".env", extra="ignore")
-
-    db_retry_seconds: float = 60.0  # how long a worker write waits out a database outage
 
 
 class StoreUnavailable(RuntimeError):
@@ -44,13 +37,9 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, DBAPIError) and bool(err.connection_invalidated)
 
 
-def retry_seconds() -> float:
-    return WorkerSettings().db_retry_seconds
-
-
 def with_retry(fn: Callable[[], T], what: str, seconds: float | None = None) -> T:
     """fn() (one transaction), retried on transient errors for up to `seconds`."""
-    budget = retry_seconds() if seconds is None else seconds
+    budget = get_settings().db_retry_seconds if seconds is None else seconds
     deadline = time.monotonic() + budget
     delay = 0.2
     while True:

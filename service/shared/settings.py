@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     model_cache_dir: Path = _HOME / "models"
     model_registry: Path | None = None  # operator's YAML/JSON of extra models
 
-    # Shared artifact store (service/artifact_s3.py). Unset bucket: artifacts_dir is the only copy.
+    # Shared artifact store (service/shared/artifact_s3.py). Unset bucket: artifacts_dir is the only copy.
     # Credentials come from boto3's standard chain (AWS_ACCESS_KEY_ID, ~/.aws, roles), never from here.
     artifacts_s3_bucket: str | None = None
     artifacts_s3_prefix: str = ""  # keys become {prefix}/files/..., {prefix}/jobs/...
@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_attempts: int = 3  # a job that crashes its worker this often ends failed
     resend_queued_seconds: int = 900  # a queued job sent this long ago is sent again (lost messages)
     task_time_limit: int = 7 * 24 * 3600
+    db_retry_seconds: float = 60.0  # how long a worker write waits out a database outage (dbretry.py)
 
     # Access. With no active API key in the database the API runs open as project "default";
     # `auth_required` refuses requests without a key even then (a production install sets it).
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = 1024 * 1024  # every request body other than a file upload
     max_examples_per_file: int = 1_000_000
     # Uploads in progress (spooled to disk, validated, stored); beyond them 429 (per key) or 503
-    # (this process), answered before the body is read (service/limits.py, UploadGate).
+    # (this process), answered before the body is read (service/api/limits.py, UploadGate).
     max_concurrent_uploads_per_key: int = 2
     max_concurrent_uploads: int = 4  # per API process
     max_concurrent_jobs_per_project: int = 4  # more stay `queued` until one finishes

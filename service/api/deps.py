@@ -12,10 +12,10 @@ from fastapi import Depends
 from sqlalchemy.orm import Session
 
 from rlhf_engine.model_registry import ModelRegistry
-from service.artifact_s3 import S3Location
-from service.artifacts import ArtifactStore
-from service.settings import Settings, get_settings
-from service.store.session import session_scope
+from service.shared.artifact_s3 import S3Location
+from service.shared.artifacts import ArtifactStore
+from service.shared.settings import Settings, get_settings
+from service.shared.store.session import session_scope
 
 
 # Dependencies that do no I/O are `async def`: FastAPI then calls them on the event loop instead of

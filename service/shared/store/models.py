@@ -83,7 +83,7 @@ class JobRow(Base):
     queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
     # What the weights start from (migration 0006). `model` is the name the user gave: a registry
-    # model, or a `ft:` model or checkpoint of the same project (service/model_names.py). Then
+    # model, or a `ft:` model or checkpoint of the same project (service/shared/model_names.py). Then
     # `base_model` is the registry model under it, `init_adapters` the storage keys of the adapters
     # merged into the base before training (oldest first) and `parent_job_id` the job that made it.
     base_model: Mapped[str] = mapped_column(String(200))

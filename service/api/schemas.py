@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rlhf_engine.callbacks import EventLevel
 from rlhf_engine.spec import Method, SupervisedHyperparameters
-from service import model_names
-from service.events import EventType
-from service.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, now
+from service.shared import model_names
+from service.shared.events import EventType
+from service.shared.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, now
 
 T = TypeVar("T")
 
@@ -237,7 +237,7 @@ class Checkpoint(Response):
 
     @classmethod
     def from_row(cls, row: CheckpointRow, job: JobRow) -> "Checkpoint":
-        name = model_names.checkpoint_model(job_model_name(job), row.step_number)
+        name = model_names.checkpoint_model(model_names.job_model_name(job), row.step_number)
         return cls(id=row.id, created_at=row.created_at, fine_tuned_model_checkpoint=name,
                    fine_tuning_job_id=row.job_id, metrics={**(row.metrics or {}), "step": row.step_number},
                    step_number=row.step_number)
@@ -251,11 +251,6 @@ class MetricPoint(Response):
     kind: str
     values: dict[str, Any]
     created_at: int
-
-
-def job_model_name(job: JobRow) -> str:
-    """The `ft:` name the job's model has (or will have once it succeeds)."""
-    return model_names.fine_tuned_model(job.base_model, job.project_id, job.suffix, job.id)
 
 
 class Model(Response):

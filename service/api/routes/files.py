@@ -2,7 +2,7 @@
 
 An upload is never held in memory: it is copied to a spool file beside the stored files as it is
 read (413 past the limit), validated line by line from there, and stored by renaming it. How many
-uploads run at once is capped before the body is read (service/limits.py, UploadGate).
+uploads run at once is capped before the body is read (service/api/limits.py, UploadGate).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from rlhf_engine.data import formats
-from service.artifacts import ArtifactStoreUnavailable
-from service.auth import CallerDep
-from service.deps import DB, Artifacts, SettingsDep
-from service.errors import APIError, artifact_store_unavailable, bad_request
-from service.lookups import get_file
-from service.pagination import paginate
-from service.schemas import Deleted, FileObject, ListObject
-from service.store.models import ACTIVE, FileRow, JobRow, new_id
+from service.shared.artifacts import ArtifactStoreUnavailable
+from service.api.auth import CallerDep
+from service.api.deps import DB, Artifacts, SettingsDep
+from service.api.errors import APIError, artifact_store_unavailable, bad_request
+from service.api.lookups import get_file
+from service.api.pagination import paginate
+from service.api.schemas import Deleted, FileObject, ListObject
+from service.shared.store.models import ACTIVE, FileRow, JobRow, new_id
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/files", tags=["files"])

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from service.errors import bad_request
+from service.api.errors import bad_request
 
 def paginate(db: Session, stmt: Select, model: Any, *, after: str | None, limit: int,
              newest_first: bool = True) -> tuple[list[Any], bool]:

@@ -44,12 +44,12 @@ from sqlalchemy import select
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from service.errors import APIError
-from service.limits import Slots, refuse
-from service.schemas import Event
-from service.settings import Settings
-from service.store.models import TERMINAL, EventRow, JobRow
-from service.store.session import session_factory
+from service.api.errors import APIError
+from service.api.limits import Slots, refuse
+from service.api.schemas import Event
+from service.shared.settings import Settings
+from service.shared.store.models import TERMINAL, EventRow, JobRow
+from service.shared.store.session import session_factory
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,15 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import sse
-from service.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.auth import CallerDep
-from service.deps import DB, Artifacts, SettingsDep
-from service.errors import APIError, artifact_store_unavailable, bad_request, not_found
-from service.lookups import get_job
-from service.pagination import paginate
-from service.schemas import Checkpoint, Event, ListObject, MetricPoint
-from service.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow
+from service.api import sse
+from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.api.auth import CallerDep
+from service.api.deps import DB, Artifacts, SettingsDep
+from service.api.errors import APIError, artifact_store_unavailable, bad_request, not_found
+from service.api.lookups import get_job
+from service.api.pagination import paginate
+from service.api.schemas import Checkpoint, Event, ListObject, MetricPoint
+from service.shared.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow
 
 router = APIRouter(prefix="/fine_tuning/jobs/{fine_tuning_job_id}", tags=["fine-tuning"])
 
@@ -45,7 +45,7 @@ def list_events(db: DB, caller: CallerDep, settings: SettingsDep, fine_tuning_jo
     if stream:
         cursor, param = (last_event_id, "Last-Event-ID") if last_event_id else (after, "after")
         after_seq = _event_seq(db, job.id, cursor, param) if cursor else 0
-        db.close()  # a stream lasts as long as the job: it must not hold a request connection (service/sse.py)
+        db.close()  # a stream lasts as long as the job: it must not hold a request connection (service/api/sse.py)
         return sse.EventStreamResponse(caller.limit_key, job.id, after_seq, settings)
     stmt = select(EventRow).where(EventRow.job_id == job.id)
     rows, has_more = paginate(db, stmt, EventRow, after=after, limit=limit)
