@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     rate_limit_backend: str = "memory"
     rate_limit_redis_url: str | None = None
 
+    # Chat completions (service/api/routes/chat.py): an OpenAI-protocol inference server the API
+    # forwards to, vLLM's in production, `python -m worker.serve` in the embedded stack. Unset: 503.
+    inference_url: str | None = None
+
     # Operations.
     log_level: str = "INFO"
     log_format: str = "json"  # json (one object per line) or text
