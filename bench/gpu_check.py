@@ -184,7 +184,7 @@ def attention_in_use(table: Table, device: str, cache: Path) -> None:
 
 def seeded_sampling(table: Table, device: str, cache: Path) -> None:
     from rlhf_engine.models import loading
-    from rlhf_engine.rollout.backend import HFBackend
+    from rlhf_engine.rollout.hf_backend import HFBackend
 
     model_dir = _tiny(cache)
     model = loading.load_causal_lm(model_dir, device=device)

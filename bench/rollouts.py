@@ -10,7 +10,7 @@ fixed), the same model (with a fresh LoRA adapter, as during training), the same
 settings (temperature, top_p, max_new_tokens, end-of-turn stop tokens) and the same seed. Only
 the backend that turns prompt token ids into sampled completions differs:
 
-- engine      rlhf_engine.rollout.backend.HFBackend: all prompts of a turn in one batch, sorted
+- engine      rlhf_engine.rollout.hf_backend.HFBackend: all prompts of a turn in one batch, sorted
               by length, identical prompts (REFUEL's two continuations of one prefix, REBEL's two
               responses) prefilled once, finished rows leave the batch.
 - plain loop  the peer the issue names: for each dialogue, `model.generate(do_sample=True)` with
@@ -40,7 +40,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rlhf_engine.rollout.backend import Completion, HFBackend  # noqa: E402
+from rlhf_engine.rollout.hf_backend import HFBackend  # noqa: E402
+from rlhf_engine.rollout.generation import Completion  # noqa: E402
 
 
 class HFGenerate:
@@ -111,7 +112,7 @@ def main() -> int:
     from rlhf_engine.data.formats import load_jsonl
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
-    from rlhf_engine.rollout.backend import stop_ids
+    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.collect import collect_rebel, collect_refuel
     from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
     from rlhf_engine.rollout.users import DatasetUsers

@@ -28,7 +28,7 @@ import json
 import random
 from pathlib import Path
 
-from rlhf_engine.rollout.backend import HFBackend
+from rlhf_engine.rollout.hf_backend import HFBackend
 from rlhf_engine.rollout.dialogue import Dialogue, Roller
 
 RESAMPLES = 2000
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
     from rlhf_engine.rewards import make_scorer
-    from rlhf_engine.rollout.backend import stop_ids
+    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.dialogue import Sampling, seeds_from_examples
     from rlhf_engine.spec import LoraSpec, RewardSource, TrainConfig
 

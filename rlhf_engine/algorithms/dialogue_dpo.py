@@ -41,7 +41,8 @@ from pathlib import Path
 
 from rlhf_engine.data.examples import Message
 from rlhf_engine.data.tokenize import TokenizedPair, end_of_turn_ids
-from rlhf_engine.rollout.backend import make_backend, stop_ids
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.backend import make_backend
 from rlhf_engine.rollout.collect import collect_refuel
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, Turn
 

@@ -28,7 +28,9 @@ from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
 from rlhf_engine.data import formats
 from rlhf_engine.precision import Precision
 from rlhf_engine.rewards.turns import future_return
-from rlhf_engine.rollout.backend import HFBackend, make_backend, stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.backend import make_backend
 from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
 from rlhf_engine.rollout.users import DatasetUsers, ModelUsers

@@ -10,7 +10,7 @@ All dialogues of a batch advance together: one batched generate per turn for the
 one for the simulated user, each dialogue stopping at its own target number of turns.
 
 Randomness belongs to the dialogue, not to the batch: each dialogue has a `stream` id, and the
-sample for its turn k is drawn with the seed (call seed, stream, role, k) (rollout/backend.py
+sample for its turn k is drawn with the seed (call seed, stream, role, k) (rollout/generation.py
 draws every row from its own seed). A dialogue's turns therefore do not depend on which other
 dialogues share its batch, how many have already ended, or their order; the policy and the base
 replaying the same streams see the same random numbers (evaluate_dialogue.py), and REFUEL's two
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from rlhf_engine.data.examples import ChatExample, DialogueSeed, Message, PreferenceExample, PromptExample
-from rlhf_engine.rollout.backend import Backend, stream_seed
+from rlhf_engine.rollout.generation import Backend, stream_seed
 
 
 @dataclass(frozen=True)

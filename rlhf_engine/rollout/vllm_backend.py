@@ -4,7 +4,7 @@ The policy is a LoRA adapter over a base model on disk. vLLM serves the base wei
 current adapter is written to a scratch directory before each call and attached as a
 LoRARequest with a fresh id, so pi_t is always the policy being trained. Prefix caching shares
 the KV of identical prompt prefixes (REFUEL's two continuations, REBEL's two responses).
-Not exercised in CI (no GPU); the interface matches rlhf_engine.rollout.backend.HFBackend, seeds
+Not exercised in CI (no GPU); the interface matches rlhf_engine.rollout.hf_backend.HFBackend, seeds
 included: row i samples with row_seeds(seed, n)[i], vLLM's per-request generator.
 
 vLLM's V1 engine runs its core in a child process, which a daemonic process may not start
@@ -20,7 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from rlhf_engine.rollout.backend import Completion, row_seeds
+from rlhf_engine.rollout.generation import Completion, row_seeds
 
 _ENGINES: dict[str, object] = {}  # one vLLM engine per base model path, shared by policy and user
 _IDS = itertools.count(1)

@@ -15,7 +15,8 @@ from rlhf_engine.algorithms.regression import Pair, Regression, regression_batch
 from rlhf_engine.data.examples import Message
 from rlhf_engine.rewards import FunctionScorer
 from rlhf_engine.rewards.functions import length_penalty
-from rlhf_engine.rollout.backend import HFBackend, stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
+from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.collect import collect_rebel, collect_refuel, sample_horizon_and_turn
 from rlhf_engine.rollout.dialogue import Roller, Sampling, Seed
 from rlhf_engine.rollout.users import DatasetUsers
