@@ -30,7 +30,8 @@ from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
 from rlhf_engine.spec import Method, TrainConfig
-from rlhf_engine.tensorboard import TensorBoardReporter, Tracker, trackers_from_env, wandb_tracker
+from rlhf_engine.tracking.reporter import TensorBoardReporter
+from rlhf_engine.tracking.trackers import Tracker, trackers_from_env, wandb_tracker
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.shared.logging import job_id_var
 from service.shared.model_names import job_model_name

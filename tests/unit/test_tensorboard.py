@@ -1,4 +1,4 @@
-"""TensorBoard event files written by hand (rlhf_engine/tensorboard.py): the CRC, the records, the
+"""TensorBoard event files written by hand (rlhf_engine/tracking/event_file.py, reporter.py): the CRC, the records, the
 resume marker, and the Reporter wrapper. Read back with TensorBoard itself when it is installed."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import importlib.util
 import pytest
 
 from rlhf_engine.callbacks import NullReporter
-from rlhf_engine.tensorboard import TensorBoardReporter, crc32c, read_events
+from rlhf_engine.tracking.event_file import crc32c, read_events
+from rlhf_engine.tracking.reporter import TensorBoardReporter
 
 
 class Recorder(NullReporter):
