@@ -1,5 +1,5 @@
 """Issue 3's proof that DPO aligns: train smollm2-135m-instruct on the bundled `concise` dataset
-and compare base vs tuned on held-out questions (rlhf_engine/evaluate_concise.py).
+and compare base vs tuned on held-out questions (rlhf_engine/evals/concise.py).
 
     python bench/dpo_alignment_proof.py [--lr-multiplier 5] [--epochs 1]
 
@@ -25,7 +25,7 @@ def main() -> int:
     from peft import PeftModel
 
     from rlhf_engine.callbacks import NullReporter
-    from rlhf_engine.evaluate_concise import evaluate
+    from rlhf_engine.evals.concise import evaluate
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models.loading import load_causal_lm, load_tokenizer, materialise
     from rlhf_engine.run import run

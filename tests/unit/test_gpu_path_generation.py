@@ -16,14 +16,13 @@ from safetensors.torch import load_file
 
 torch = pytest.importorskip("torch")
 
-from rlhf_engine.evaluate_concise import kl_to_base  # noqa: E402
+from rlhf_engine.evals.concise import kl_to_base  # noqa: E402
 from rlhf_engine.export import merge_adapter_dir, save_adapter  # noqa: E402
 from rlhf_engine.models import loading  # noqa: E402
 from rlhf_engine.precision import bf16_supported, decide  # noqa: E402
 from rlhf_engine.rollout.hf_backend import HFBackend, row_uniforms  # noqa: E402
 from rlhf_engine.rollout.vllm_backend import engine_environment  # noqa: E402
 from rlhf_engine.spec import LoraSpec  # noqa: E402
-
 
 
 def cuda(test):

@@ -7,7 +7,7 @@ On held-out questions (rlhf_engine/datasets/concise_eval*.json[l]) for a base mo
 - kl:         KL(pi_tuned || pi_base) per answer, Monte Carlo over sampled answers:
               mean over samples y ~ pi_tuned of sum_t [log pi_tuned(y_t|.) - log pi_base(y_t|.)].
 
-    python -m rlhf_engine.evaluate_concise --model smollm2-135m-instruct --adapter DIR [--samples 4]
+    python -m rlhf_engine.evals.concise --model smollm2-135m-instruct --adapter DIR [--samples 4]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).parent / "datasets"
+DATA = Path(__file__).resolve().parent.parent / "datasets"
 MAX_WORDS = 15
 
 

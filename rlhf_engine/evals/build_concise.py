@@ -5,10 +5,10 @@ contains the question's key fact. The rejected answer is smollm2-135m-instruct's
 (sampled with a system prompt asking for detail), so the pair differs in the style the model
 actually produces: off-policy negatives written by hand teach DPO to avoid those exact phrases
 and leave the model's real habits untouched. Evaluation
-(rlhf_engine/evaluate_concise.py) measures, on held-out questions: the share of answers with the
+(rlhf_engine/evals/concise.py) measures, on held-out questions: the share of answers with the
 property, the share that still contain the key fact, and repetition.
 
-    python -m rlhf_engine.datasets.build_concise   # ~5 min on 2 CPU cores; needs the engine installed
+    python -m rlhf_engine.evals.build_concise   # ~5 min on 2 CPU cores; needs the engine installed
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent.parent / "datasets"  # rlhf_engine/datasets, shipped with the package
 
 # (question, key fact that a correct answer must contain, concise answer)
 FACTS = [
