@@ -144,22 +144,22 @@ def messages(value: Any, field: str) -> tuple[Message, ...]:
     return tuple(out)
 
 
+def _ending_with(role: str, value: Any, field: str, code: str) -> tuple[Message, ...]:
+    msgs = messages(value, field)
+    if not msgs or msgs[-1].role != role:
+        where = f"{field}[{len(msgs) - 1}].role" if msgs else field
+        fail(where, code, f"{field} must end with {'a user' if role == 'user' else 'an assistant'} turn")
+    return msgs
+
+
 def prompt_messages(value: Any, field: str) -> tuple[Message, ...]:
     """A history the model answers next: it must end with a user turn."""
-    msgs = messages(value, field)
-    if not msgs or msgs[-1].role != "user":
-        where = f"{field}[{len(msgs) - 1}].role" if msgs else field
-        fail(where, "prompt_must_end_with_user", f"{field} must end with a user turn")
-    return msgs
+    return _ending_with("user", value, field, "prompt_must_end_with_user")
 
 
 def conversation(value: Any, field: str) -> tuple[Message, ...]:
     """A history whose last turn is the assistant's (the turn that is trained on)."""
-    msgs = messages(value, field)
-    if not msgs or msgs[-1].role != "assistant":
-        where = f"{field}[{len(msgs) - 1}].role" if msgs else field
-        fail(where, "no_final_assistant", f"{field} must end with an assistant turn")
-    return msgs
+    return _ending_with("assistant", value, field, "no_final_assistant")
 
 
 def completion(value: Any, field: str) -> Message:
