@@ -142,6 +142,8 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         assert sorted(links) == sorted(f"{api_server}/v1/fine_tuning/jobs/{job['id']}/checkpoints/{c['id']}/adapter"
                                        for c in checkpoints)
         assert client.get(links[0]).headers["content-type"] == "application/zip"
+        # Each checkpoint's event is marked by its kind (what the page reads), not by its message.
+        assert len(read(browser, '#event-log .log-line[data-kind="checkpoint"]', "data-id")) == len(checkpoints)
         final = first(browser, "#final-adapter", "href")
         assert final == f"{api_server}/v1/fine_tuning/jobs/{job['id']}/adapter"
         assert json.loads(first(browser, "#method-json", "innerText"))["dpo"]["hyperparameters"]["batch_size"] == 4
@@ -159,6 +161,31 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         browser.get(f"{api_server}/dashboard/#/compare?jobs={job['id']}&key=loss")
         series = f'#compare-chart path.series[data-series="{job["id"]}"]'
         wait(browser, lambda d: first(d, series, "data-points") == str(total), 20, "the compare curve")
+
+
+def test_every_module_is_served_as_javascript(idle_api):
+    """The page's ES modules, followed from app.js through their imports, come back as JavaScript
+    (a browser refuses a module script of any other type), every module in static/ is reached
+    (none is left over), and none writes an inline style: styles live in style.css."""
+    import re
+
+    from service.api.dashboard import STATIC
+
+    seen, todo = set(), ["app.js"]
+    with httpx.Client(base_url=idle_api.url, timeout=30) as client:
+        assert '<script type="module" src="/dashboard/static/app.js">' in client.get("/dashboard/").text
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            r = client.get(f"/dashboard/static/{name}")
+            assert r.status_code == 200, name
+            assert r.headers["content-type"].startswith("text/javascript"), (name, r.headers["content-type"])
+            assert not re.search(r"""style\s*[=:]\s*["'`]""", r.text), f"{name} writes an inline style"
+            todo += re.findall(r'from "\./([\w.-]+)"', r.text)
+        assert client.get("/dashboard/static/style.css").headers["content-type"].startswith("text/css")
+    assert seen == {p.name for p in STATIC.glob("*.js")}
 
 
 def test_jobs_list_shows_created_job_and_filters(idle_api, browser):

@@ -23,6 +23,9 @@ from service.api.deps import Registry
 from service.api.errors import not_found
 
 STATIC = Path(__file__).resolve().parent / "static"
+# The script is ES modules (app.js imports the rest), and a browser runs a module only when it is
+# served with a JavaScript type. static/ stays flat: each asset is one path segment, so `{name}`
+# below never holds a `/` and the package data glob (`static/*`) ships every file.
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 # Only these names are ever served: no user text becomes a path.

@@ -12,6 +12,22 @@ function el(tag, attrs = {}, parent = null) {
   return node;
 }
 
+// An HTML element holding nodes and text (text is never parsed: labels are job ids and keys).
+function htmlNode(tag, ...children) {
+  const node = document.createElement(tag);
+  node.append(...children);
+  return node;
+}
+
+// A series' colour mark. The colour is data, so it is set through the CSSOM (allowed under a
+// strict style-src CSP), not written into a style attribute.
+function swatch(color) {
+  const sw = htmlNode("span");
+  sw.className = "sw";
+  sw.style.background = color;
+  return sw;
+}
+
 export function fmtNum(v) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   const a = Math.abs(v);
@@ -134,13 +150,14 @@ function drawLine(container, series, opts) {
     cursor.setAttribute("x1", sx(best));
     cursor.setAttribute("x2", sx(best));
     cursor.setAttribute("visibility", "visible");
-    const rows = series.map((s, i) => {
+    const rows = series.flatMap((s, i) => {
       const p = s.points.find((q) => q[0] === best);
-      if (!p || p[1] === null) return "";
-      const color = s.color || PALETTE[i % PALETTE.length];
-      return `<div><span class="sw" style="background:${color}"></span>${escapeHtml(s.label || s.name)}: <b>${fmtY(p[1])}</b></div>`;
-    }).join("");
-    tip.innerHTML = `<div>${escapeHtml(opts.xLabel || "x")} ${fmtNum(best)}</div>${rows}`;
+      if (!p || p[1] === null) return [];
+      const value = document.createElement("b");
+      value.textContent = fmtY(p[1]);
+      return [htmlNode("div", swatch(s.color || PALETTE[i % PALETTE.length]), `${s.label || s.name}: `, value)];
+    });
+    tip.replaceChildren(htmlNode("div", `${opts.xLabel || "x"} ${fmtNum(best)}`), ...rows);
     tip.hidden = false;
     const left = (sx(best) / W) * box.width;
     tip.style.left = `${left + 12 + 180 > box.width ? left - 12 - tip.offsetWidth : left + 12}px`;
@@ -153,9 +170,7 @@ function drawLine(container, series, opts) {
     const legend = document.createElement("div");
     legend.className = "legend";
     series.forEach((s, i) => {
-      const item = document.createElement("span");
-      item.innerHTML = `<span class="sw" style="background:${s.color || PALETTE[i % PALETTE.length]}"></span>${escapeHtml(s.label || s.name)}`;
-      legend.appendChild(item);
+      legend.appendChild(htmlNode("span", swatch(s.color || PALETTE[i % PALETTE.length]), s.label || s.name));
     });
     container.appendChild(legend);
   }
@@ -205,8 +220,4 @@ export function barChart(container, bars, opts = {}) {
   el("line", { class: "axis-line", x1: m.l, x2: W - m.r, y1: sy(y0), y2: sy(y0) }, svg);
   if (opts.xLabel) el("text", { x: W - m.r, y: H - 4, "text-anchor": "end" }, axis).textContent = opts.xLabel;
   container.appendChild(svg);
-}
-
-export function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
