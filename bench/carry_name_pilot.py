@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     from rlhf_engine.evaluate_dialogue import rollout_side
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
-    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.dialogue import Message, Sampling, Seed
+    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.users import DatasetUsers
     from rlhf_engine.tasks.carry_name import said_name
     from rlhf_engine.tasks.remember_rules import NAMES, QUESTIONS

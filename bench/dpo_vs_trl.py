@@ -378,12 +378,15 @@ def resummarise(args) -> None:
 
 
 def settings(args) -> dict:
+    from rlhf_engine.spec import TrainConfig
+
+    packing = TrainConfig.model_fields["packing"].default  # run_engine's config keeps the default
     return {"model_dir": args.model_dir, "pairs": args.pairs, "batch_size": args.batch_size, "epochs": args.epochs,
             "reps": args.reps, "seed": args.seed, "lora": LORA, "learning_rate": LR, "beta": BETA,
             "max_length": MAX_LENGTH, "dtype": "bf16" if args.gpu else "fp32", "gradient_checkpointing": False,
             "trl_overrides": {"bf16": args.gpu, "gradient_checkpointing": False, "logging_steps": 1,
                               "save_strategy": "no", "report_to": [], "sampler": "sequential, engine epoch-1 order"},
-            "engine": {"packing": os.environ.get("RLHF_ENGINE_PACKING", "1"), "reference": "computed once (cold cache)"}}
+            "engine": {"packing": packing, "reference": "computed once (cold cache)"}}
 
 
 def summarise(runs, stats, args) -> dict:

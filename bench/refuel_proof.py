@@ -117,8 +117,8 @@ def main(argv=None) -> int:
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
     from rlhf_engine.rewards import make_scorer
-    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.dialogue import Sampling, seeds_from_examples
+    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.users import DatasetUsers
     from rlhf_engine.run import JobInputError, run
     from rlhf_engine.spec import LoraSpec, RewardSource

@@ -40,8 +40,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rlhf_engine.rollout.hf_backend import HFBackend  # noqa: E402
 from rlhf_engine.rollout.generation import Completion  # noqa: E402
+from rlhf_engine.rollout.hf_backend import HFBackend  # noqa: E402
 
 
 class HFGenerate:
@@ -112,9 +112,9 @@ def main() -> int:
     from rlhf_engine.data.formats import load_jsonl
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
-    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.collect import collect_rebel, collect_refuel
     from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
+    from rlhf_engine.rollout.generation import stop_ids
     from rlhf_engine.rollout.users import DatasetUsers
     from rlhf_engine.spec import LoraSpec
     from rlhf_engine.tasks.remember_rules import TRAIN_FILE

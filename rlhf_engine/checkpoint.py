@@ -1,7 +1,5 @@
-"""Resumable checkpoints: the adapter (PEFT layout) plus the trainer state beside it.
-
-    step-000010/adapter/   adapter_config.json, adapter_model.safetensors
-    step-000010/state.pt   optimizer, scheduler, RNG, position in the data
+"""Resumable checkpoints: the adapter (PEFT layout) plus the trainer state beside it, laid out as
+rlhf_engine/layout.py says.
 
 state.pt holds only tensors and plain containers and is read back with weights_only=True, so
 loading a checkpoint never executes pickled code.
@@ -17,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf_engine.layout import ADAPTER, ADAPTER_WEIGHTS, STATE
+
 
 @dataclass
 class TrainerState:
@@ -30,7 +30,7 @@ def save(path: Path, model, optimizer, scheduler, state: TrainerState) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "adapter", safe_serialization=True)
+    model.save_pretrained(tmp / ADAPTER, safe_serialization=True)
     torch.save({
         "step": state.step,
         "trained_tokens": state.trained_tokens,
@@ -39,7 +39,7 @@ def save(path: Path, model, optimizer, scheduler, state: TrainerState) -> Path:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python_rng": list(_flatten_random_state(random.getstate())),
-    }, tmp / "state.pt")
+    }, tmp / STATE)
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -51,9 +51,9 @@ def load(path: Path, model, optimizer, scheduler) -> TrainerState:
     from safetensors.torch import load_file
 
     path = Path(path)
-    weights = load_file(path / "adapter" / "adapter_model.safetensors")
+    weights = load_file(path / ADAPTER / ADAPTER_WEIGHTS)
     set_peft_model_state_dict(model, weights)
-    blob = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    blob = torch.load(path / STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["torch_rng"])

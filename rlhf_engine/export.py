@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from rlhf_engine.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
 
 def save_adapter(model, out_dir: Path, base_model_name: str, stacked_on: Sequence[str | Path] = ()) -> Path:
     """adapter_config.json + adapter_model.safetensors, loadable by peft.PeftModel.from_pretrained.
@@ -16,7 +18,7 @@ def save_adapter(model, out_dir: Path, base_model_name: str, stacked_on: Sequenc
     model.save_pretrained(out_dir, safe_serialization=True)
     if stacked_on:
         combine_adapters([*map(Path, stacked_on), out_dir], out_dir)
-    config_path = out_dir / "adapter_config.json"
+    config_path = out_dir / ADAPTER_CONFIG
     config = json.loads(config_path.read_text())
     # The registry name, not a cache path from the training machine.
     config["base_model_name_or_path"] = base_model_name
@@ -35,11 +37,11 @@ def combine_adapters(adapter_dirs: Sequence[Path], out_dir: Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    configs = [json.loads((Path(d) / "adapter_config.json").read_text()) for d in adapter_dirs]
+    configs = [json.loads((Path(d) / ADAPTER_CONFIG).read_text()) for d in adapter_dirs]
     for d, c in zip(adapter_dirs, configs):
         if c.get("peft_type") != "LORA" or c.get("use_dora") or c.get("rank_pattern") or c.get("alpha_pattern"):
             raise ValueError(f"{d}: only plain LoRA adapters (uniform rank, no DoRA) can be combined")
-    weights = [load_file(Path(d) / "adapter_model.safetensors") for d in adapter_dirs]
+    weights = [load_file(Path(d) / ADAPTER_WEIGHTS) for d in adapter_dirs]
     ranks = [c["r"] for c in configs]
     scales = [c["lora_alpha"] / (c["r"] ** 0.5 if c.get("use_rslora") else c["r"]) for c in configs]
     modules = sorted({k.removesuffix(".lora_A.weight") for w in weights for k in w if k.endswith(".lora_A.weight")})
@@ -60,8 +62,8 @@ def combine_adapters(adapter_dirs: Sequence[Path], out_dir: Path) -> Path:
     config = {**configs[-1], "r": rank, "lora_alpha": rank, "use_rslora": False, "target_modules": sorted(targets)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(combined, out_dir / "adapter_model.safetensors", metadata={"format": "pt"})
-    (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    save_file(combined, out_dir / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     return out_dir
 
 

@@ -147,6 +147,3 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
         "padding_fraction": 1.0 - tokens / input_ids.numel(),
     }
 
-
-def is_packed(batch: dict) -> bool:
-    return "pred_index" in batch

@@ -50,16 +50,26 @@ class Precision:
         return cls(str(p.device), p.dtype, None)
 
 
+def default_device() -> str:
+    """Where a job runs: the first GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_cuda(device: str) -> bool:
+    """Whether `device` ("cuda", "cuda:1", a torch.device) is a GPU: the engine's one test of it."""
+    return torch.device(device).type == "cuda"
+
+
 def bf16_supported(device: str) -> bool:
     """Whether `device` computes in bfloat16 natively: a CUDA GPU from Ampere on. torch's
     default (including_emulation=True) also says yes on older GPUs, where bf16 is emulated:
     without the speed it is chosen for."""
-    return torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    return is_cuda(device) and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def decide(setting: str, device: str) -> Precision:
     """The job's precision for `setting` ("auto", "bf16", "fp32"; spec.TrainConfig.precision) on `device`."""
-    cuda = torch.device(device).type == "cuda"
+    cuda = is_cuda(device)
     if setting == "fp32" or (setting == "auto" and not bf16_supported(device)):
         return Precision(device, torch.float32, None)
     if setting not in ("auto", "bf16"):

@@ -11,6 +11,7 @@ DPO's margin is 0 at step 0.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.pair_batches import make_batch
 from rlhf_engine.precision import Precision
 
 
@@ -38,22 +40,19 @@ def cache_key(weights: Path | Sequence[Path], pairs: list[TokenizedPair], precis
 
 @torch.no_grad()
 def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
-            packing: bool | None = None, precision: Precision | None = None) -> torch.Tensor:
+            packing: bool = True, precision: Precision | None = None) -> torch.Tensor:
     """[n, 2] tensor of (chosen, rejected) summed log-probs under the adapter-free base model, in
     `precision` (the job's; default the weights' own dtype).
 
     Prefix-shared packing (rlhf_engine/packing.py) unless `packing=False`; the values are the same.
     """
-    from rlhf_engine.algorithms.dpo import make_batch, packing_default
-
-    packing = packing_default() if packing is None else packing
     precision = precision or Precision.native(model)
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
     # Sorting by length keeps padding low; the order does not matter for a no-grad pass.
     order = sorted(range(len(pairs)), key=lambda i: (pairs[i].num_tokens, i))
     was_training = model.training
     model.eval()
-    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else _null()
+    disable = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with disable, precision.autocast():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
@@ -65,15 +64,16 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
 
 
 def load_or_compute(model, weights: Path | Sequence[Path], pairs: list[TokenizedPair], pad_id: int,
-                    cache_dir: Path | None, precision: Precision) -> tuple[torch.Tensor, bool]:
-    """Returns (logps, hit) where hit says whether the cache answered."""
+                    cache_dir: Path | None, precision: Precision, *, packing: bool = True) -> tuple[torch.Tensor, bool]:
+    """Returns (logps, hit) where hit says whether the cache answered. The layout (`packing`) is
+    not part of the key: both give the same values."""
     from safetensors.torch import load_file, save_file
 
     key = cache_key(weights, pairs, precision)
     path = Path(cache_dir) / "reference" / f"{key}.safetensors" if cache_dir else None
     if path and path.exists():
         return load_file(path)["logps"], True
-    logps = compute(model, pairs, pad_id, precision=precision)
+    logps = compute(model, pairs, pad_id, packing=packing, precision=precision)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -81,10 +81,3 @@ def load_or_compute(model, weights: Path | Sequence[Path], pairs: list[Tokenized
         tmp.replace(path)
     return logps, False
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -302,6 +302,9 @@ class TrainConfig(StrictModel):
     # Attention for prefix-shared packed batches (rlhf_engine/attention.py): "flex" (CUDA only) runs
     # them through flex_attention with a block-sparse mask; "sdpa" through SDPA with a dense one.
     attention: Literal["sdpa", "flex"] = "sdpa"
+    # Pairs (DPO, the reference pass, REBEL/REFUEL) packed prefix-shared and padding-free
+    # (rlhf_engine/packing.py), or as two right-padded rows each: the same log-probs, less work.
+    packing: bool = True
     # PEFT adapters on `model` that the job starts from (a chained job: SFT, then DPO on its
     # model). They are merged into the base weights before training, so they are also the
     # reference, and the exported adapter holds them and the new update together

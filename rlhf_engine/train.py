@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_engine import checkpoint
+from rlhf_engine import checkpoint, layout
 from rlhf_engine.callbacks import Reporter
 from rlhf_engine.precision import Precision
 from rlhf_engine.spec import TrainingHyperparameters
@@ -145,7 +145,7 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
 
 
 def _save(model, optimizer, scheduler, state, out_dir: Path, step: int, metrics: dict, reporter: Reporter) -> None:
-    path = checkpoint.save(Path(out_dir) / "checkpoints" / f"step-{step:06d}", model, optimizer, scheduler, state)
+    path = checkpoint.save(layout.checkpoint_dir(out_dir, step), model, optimizer, scheduler, state)
     reporter.checkpoint(step, path, metrics)
 
 

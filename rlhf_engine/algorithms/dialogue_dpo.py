@@ -37,14 +37,16 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
+from rlhf_engine.algorithms.dpo import DPO
+from rlhf_engine.algorithms.online import Dialogues, iteration_seeds
 from rlhf_engine.data.examples import Message
 from rlhf_engine.data.tokenize import TokenizedPair, end_of_turn_ids
-from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.job import Job, fit, load_policy, reference_logps, save_result
+from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.rollout.backend import make_backend
 from rlhf_engine.rollout.collect import collect_refuel
-from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, Turn
+from rlhf_engine.rollout.dialogue import Dialogue, Roller, Seed, Turn
 
 
 @dataclass
@@ -147,36 +149,25 @@ def rank(comparisons: list[Comparison], scorer, max_length: int) -> tuple[list[T
     return pairs, stats
 
 
-def run_dialogue_dpo(config, model, tokenizer, model_dir, reporter, *, registry, precision, cache_dir=None,
-                     resume_from=None, resolve_reward_job=None):
-    from rlhf_engine import reference
-    from rlhf_engine.algorithms.dpo import DPO
-    from rlhf_engine.algorithms.online import (evaluate_against_base, iteration_seeds, make_users,
-                                               training_and_eval_seeds)
-    from rlhf_engine.export import save_adapter
-    from rlhf_engine.rewards import make_scorer
-    from rlhf_engine.outcome import JobInputError, RunResult
-    from rlhf_engine.train import fit
+def train(job: Job) -> RunResult:
+    """`method.type` "dpo_last_turn" or "dpo_multi_turn": collect once from pi_ref, rank, DPO."""
+    model, tokenizer = load_policy(job)
+    config, hp, reporter = job.config, job.hp, job.reporter
+    pad_id = tokenizer.pad_token_id
+    dialogues = Dialogues.of(job, model, tokenizer)
 
-    method, hp = config.method.type, config.method.hyperparameters
-    out_dir, pad_id = Path(config.output_dir), tokenizer.pad_token_id
-    seeds, eval_seeds, eval_set = training_and_eval_seeds(config)
-    sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
-    users = make_users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
-    scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=precision.device,
-                         resolve_reward_job=resolve_reward_job)
-
-    data_path = out_dir / "dialogue_dpo" / "pairs.json"
-    if resume_from is not None and data_path.exists():
+    data_path = job.out_dir / "dialogue_dpo" / "pairs.json"
+    if job.resume_from is not None and data_path.exists():
         saved = json.loads(data_path.read_text())
         pairs, stats = [TokenizedPair(**p) for p in saved["pairs"]], saved["stats"]
     else:
         started = time.perf_counter()
-        roller = Roller(tokenizer, make_backend(model, tokenizer, use_adapter=False), users, sampling)  # pi_ref
-        collect = collect_last_turn if method == "dpo_last_turn" else collect_multi_turn
-        comparisons = collect(roller, iteration_seeds(seeds, hp.rollouts, 1, config.seed), num_turns=hp.num_turns,
-                              seed=config.seed * 1000 + 1)  # REFUEL's iteration-1 collection seed
-        pairs, stats = rank(comparisons, scorer, hp.max_length)
+        roller = Roller(tokenizer, make_backend(model, tokenizer, use_adapter=False), dialogues.users,
+                        dialogues.sampling)  # pi_ref
+        collect = collect_last_turn if job.method == "dpo_last_turn" else collect_multi_turn
+        comparisons = collect(roller, iteration_seeds(dialogues.seeds, hp.rollouts, 1, config.seed),
+                              num_turns=hp.num_turns, seed=config.seed * 1000 + 1)  # REFUEL's iteration-1 collection seed
+        pairs, stats = rank(comparisons, dialogues.scorer, hp.max_length)
         stats["rollout/collect_seconds"] = time.perf_counter() - started
         data_path.parent.mkdir(parents=True, exist_ok=True)
         data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
@@ -187,16 +178,9 @@ def run_dialogue_dpo(config, model, tokenizer, model_dir, reporter, *, registry,
     if not pairs:
         raise JobInputError("no usable preference pair: every comparison tied, failed to score or was too long")
 
-    weights = [model_dir, *config.init_adapters]  # the reference is the model the job starts from
-    ref, hit = reference.load_or_compute(model, weights, pairs, pad_id, cache_dir, precision)
-    reporter.event(f"Reference log-probs {'loaded from cache' if hit else 'computed'} for {len(pairs)} pairs")
-    reporter.event(f"Training {method} on {len(pairs)} pairs for {hp.epochs} epoch(s)")
-    result = fit(model, DPO(hp, pairs, ref.float(), pad_id), hp, seed=config.seed, reporter=reporter,
-                 out_dir=out_dir, resume_from=resume_from, precision=precision)
-    if result.stopped:
-        return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
-    adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
-    evaluation = evaluate_against_base(model, tokenizer, eval_seeds, eval_set, judge=scorer, users=users,
-                                       sampling=sampling, num_turns=hp.num_turns, config=config, reporter=reporter)
-    return RunResult(adapter, result.steps, result.trained_tokens, False,
-                     {**result.final_metrics, "collection": stats, "evaluation": evaluation})
+    ref, _ = reference_logps(job, model, pad_id, pairs)
+    outcome = save_result(job, model, fit(job, model, DPO(hp, pairs, ref, pad_id, packing=config.packing), what="pairs"))
+    if not outcome.stopped:
+        outcome.summary.update(collection=stats, evaluation=dialogues.evaluate_against_base(job, model, tokenizer,
+                                                                                             hp.num_turns))
+    return outcome

@@ -4,41 +4,23 @@ The loop (rlhf_engine/train.py) owns optimisation; this file owns the batch and 
 reference log-probs arrive precomputed (rlhf_engine/reference.py), so a step is one forward and
 one backward over the chosen and rejected sides together.
 
-Layout: by default each pair is packed prefix-shared and padding-free (rlhf_engine/packing.py):
-the prompt is run once for both completions. `packing=False` (or RLHF_ENGINE_PACKING=0) selects
-the plain layout, two right-padded rows per pair; both give the same log-probs (tests prove it).
-Packing only changes the layout inside a micro-batch, never which examples share a step.
+Layout: by default each pair is packed prefix-shared and padding-free; `packing=False`
+(TrainConfig.packing) selects the plain layout, two right-padded rows per pair
+(rlhf_engine/pair_batches.py); both give the same log-probs.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from rlhf_engine import losses
-from rlhf_engine.attention import uses_flex
-from rlhf_engine.data.batching import collate_pairs, padding_fraction
-from rlhf_engine.packing import pack_pairs
+from rlhf_engine.algorithms.evaluation import evaluate_in_batches
 from rlhf_engine.data.tokenize import TokenizedPair
+from rlhf_engine.job import Job, fit, load_pairs, load_policy, reference_logps, save_result
 from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.outcome import RunResult
+from rlhf_engine.pair_batches import make_batch
 from rlhf_engine.spec import DpoHyperparameters
-
-
-def packing_default() -> bool:
-    return os.environ.get("RLHF_ENGINE_PACKING", "1").lower() not in ("0", "false", "no", "off")
-
-
-def make_batch(pairs: list[TokenizedPair], pad_id: int, packing: bool, model=None) -> tuple[dict, float, int]:
-    """(batch, padding fraction, tokens the forward processes) in the packed or the plain layout;
-    a packed batch's attention mask is built for `model`: on its device, as a flex BlockMask when
-    it runs flex_attention (rlhf_engine/attention.py)."""
-    if packing:
-        device = next(model.parameters()).device if model is not None else None
-        batch = pack_pairs(pairs, pad_id, device=device, block_mask=model is not None and uses_flex(model))
-        return batch, batch["padding_fraction"], batch["tokens"]
-    batch = collate_pairs(pairs, pad_id)
-    return batch, padding_fraction(batch), int(batch["attention_mask"].sum())
 
 
 def preference_loss(name: str, hp: DpoHyperparameters, pi_w, pi_l, ref_w, ref_l, len_w, len_l) -> torch.Tensor:
@@ -61,9 +43,8 @@ def preference_loss(name: str, hp: DpoHyperparameters, pi_w, pi_l, ref_w, ref_l,
 class DPO:
     def __init__(self, hp: DpoHyperparameters, pairs: list[TokenizedPair], ref_logps: torch.Tensor, pad_id: int,
                  eval_pairs: list[TokenizedPair] | None = None, eval_ref_logps: torch.Tensor | None = None,
-                 *, packing: bool | None = None):
-        self.hp, self.pairs, self.ref, self.pad_id = hp, pairs, ref_logps, pad_id
-        self.packing = packing_default() if packing is None else packing
+                 *, packing: bool = True):
+        self.hp, self.pairs, self.ref, self.pad_id, self.packing = hp, pairs, ref_logps, pad_id, packing
         self.eval_pairs, self.eval_ref = eval_pairs or [], eval_ref_logps
         self.weights = hp.weighted_losses
 
@@ -100,16 +81,20 @@ class DPO:
         """Mean loss over the pairs at `indices`, step statistics, and tokens processed."""
         return self._forward(model, [self.pairs[i] for i in indices], self.ref[indices])
 
-    @torch.no_grad()
-    def evaluate(self, model, batch_size: int = 8) -> dict[str, torch.Tensor] | None:
-        if not self.eval_pairs:
-            return None
-        totals: dict[str, torch.Tensor] = {}
-        n = len(self.eval_pairs)
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(start + batch_size, n)))
+    def evaluate(self, model) -> dict[str, torch.Tensor] | None:
+        def measure(idx):
             loss, stats, _ = self._forward(model, [self.eval_pairs[i] for i in idx], self.eval_ref[idx])
             stats.pop("padding_fraction")
-            for key, value in {"loss": loss, **stats}.items():
-                totals[key] = totals.get(key, 0.0) + value.double() * len(idx) / n
-        return {f"eval/{k}": v for k, v in totals.items()}
+            return {"loss": loss, **stats}
+
+        return evaluate_in_batches(list(range(len(self.eval_pairs))), measure)
+
+
+def train(job: Job) -> RunResult:
+    """`method.type = "dpo"`: the file's pairs against log-probs of the model the job starts from."""
+    model, tokenizer = load_policy(job)
+    pairs, eval_pairs = load_pairs(job, tokenizer)
+    pad_id, packing = tokenizer.pad_token_id, job.config.packing
+    ref, eval_ref = reference_logps(job, model, pad_id, pairs, eval_pairs)
+    algo = DPO(job.hp, pairs, ref, pad_id, eval_pairs, eval_ref, packing=packing)
+    return save_result(job, model, fit(job, model, algo))

@@ -21,19 +21,23 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
 from rlhf_engine.data import formats
-from rlhf_engine.precision import Precision
+from rlhf_engine.evaluate_dialogue import evaluate_dialogue
+from rlhf_engine.export import save_adapter
+from rlhf_engine.job import Job, fit, load_policy
+from rlhf_engine.layout import ADAPTER
+from rlhf_engine.outcome import JobInputError, RunResult
+from rlhf_engine.rewards import make_scorer
 from rlhf_engine.rewards.turns import future_return
-from rlhf_engine.rollout.hf_backend import HFBackend
-from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.backend import make_backend
 from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
-from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.users import make_users
 from rlhf_engine.spec import ACCEPTED_FORMATS
 from rlhf_engine.train import epoch_micro_batches
 
@@ -52,8 +56,6 @@ def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
 def hold_out(seeds: list, seed: int, fraction: float = 0.2, cap: int = 32) -> tuple[list, list]:
     """(training seeds, evaluation seeds): a seeded fifth of the seeds (at most `cap`) is kept out of
     training for the final evaluation. One seed alone cannot be split: it is refused."""
-    from rlhf_engine.outcome import JobInputError
-
     if len(seeds) < 2:
         raise JobInputError("an online job without a validation_file needs at least 2 training examples: "
                             "some are held out of training for its evaluation")
@@ -64,7 +66,8 @@ def hold_out(seeds: list, seed: int, fraction: float = 0.2, cap: int = 32) -> tu
     return [s for i, s in enumerate(seeds) if i not in held], [seeds[i] for i in sorted(held)]
 
 
-def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None, fit_seed: int = 0):
+def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None, fit_seed: int = 0,
+                packing: bool = True):
     """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics.
 
     log pi_t is computed in the job's `precision` and on the micro-batches `fit(seed=fit_seed)`
@@ -90,11 +93,11 @@ def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, pre
     unscored = [Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0) for c, _, _ in scored]
     batches = epoch_micro_batches(len(unscored), hp, fit_seed, 0)
     old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, batches=batches,
-                              precision=precision)
+                              precision=precision, packing=packing)
     kl_a, kl_b = [0.0] * len(scored), [0.0] * len(scored)  # log pi_t - log pi_ref on the sampled tokens
     if hp.kl_coef:
         ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False,
-                                  batches=batches, precision=precision)
+                                  batches=batches, precision=precision, packing=packing)
         kl_a, kl_b = [o - r for o, r in zip(old_a, ref_a)], [o - r for o, r in zip(old_b, ref_b)]
     pairs, raw = [], []
     for i, (c, ra, rb) in enumerate(scored):
@@ -131,20 +134,42 @@ def training_and_eval_seeds(config) -> tuple[list, list, str]:
     return seeds, eval_seeds, f"{len(eval_seeds)} training seeds held out of training"
 
 
-def evaluate_against_base(model, tokenizer, eval_seeds, eval_set: str, *, judge, users, sampling, num_turns: int,
-                          config, reporter) -> dict:
-    """The job's closing evaluation (rlhf_engine/evaluate_dialogue.py), reported as events."""
-    from rlhf_engine.evaluate_dialogue import evaluate_dialogue
+@dataclass
+class Dialogues:
+    """What a job that collects dialogues (REBEL, REFUEL, the DPO baselines) sets up before it
+    collects: its seeds, how the policy samples, who plays the user, and the reward."""
 
-    reporter.event(f"Evaluating per-turn win rate against the base model on {len(eval_seeds)} dialogues ({eval_set})")
-    evaluation = evaluate_dialogue(model, tokenizer, eval_seeds, judge=judge, users=users, sampling=sampling,
-                                   num_turns=num_turns, seed=config.seed)
-    evaluation["eval_set"] = eval_set
-    evaluation["judge"] = config.method.hyperparameters.reward.model_dump()
-    reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
-                   + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),
-                   data=evaluation)
-    return evaluation
+    seeds: list
+    eval_seeds: list
+    eval_set: str  # where eval_seeds come from, for the evaluation's record
+    sampling: Sampling
+    users: object
+    scorer: object
+
+    @classmethod
+    def of(cls, job: Job, model, tokenizer) -> Dialogues:
+        hp = job.hp
+        seeds, eval_seeds, eval_set = training_and_eval_seeds(job.config)
+        sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
+        users = make_users(hp, model, tokenizer, sampling, job.registry, job.cache_dir, job.config.model,
+                           job.precision)
+        scorer = make_scorer(hp.reward, registry=job.registry, cache_dir=job.cache_dir, device=job.precision.device,
+                             resolve_reward_job=job.resolve_reward_job)
+        return cls(seeds, eval_seeds, eval_set, sampling, users, scorer)
+
+    def evaluate_against_base(self, job: Job, model, tokenizer, num_turns: int) -> dict:
+        """The job's closing evaluation (rlhf_engine/evaluate_dialogue.py), reported as events."""
+        reporter = job.reporter
+        reporter.event(f"Evaluating per-turn win rate against the base model on {len(self.eval_seeds)} dialogues "
+                       f"({self.eval_set})")
+        evaluation = evaluate_dialogue(model, tokenizer, self.eval_seeds, judge=self.scorer, users=self.users,
+                                       sampling=self.sampling, num_turns=num_turns, seed=job.config.seed)
+        evaluation["eval_set"] = self.eval_set
+        evaluation["judge"] = job.hp.reward.model_dump()
+        reporter.event("Win rate against the base: average " + _pct(evaluation["average_win_rate"]) + "; per turn "
+                       + ", ".join(f"h={r['turn']}: {_pct(r['win_rate'])}" for r in evaluation["turns"]),
+                       data=evaluation)
+        return evaluation
 
 
 def _pct(rate) -> str:
@@ -170,45 +195,19 @@ class _MarkCheckpoints:
         return getattr(self.inner, name)
 
 
-def make_users(hp, model, tokenizer, sampling, registry, cache_dir, base_name: str, precision=None):
-    if getattr(hp, "user", None) is None or hp.user.type == "dataset":
-        return DatasetUsers()
-    # The simulator samples with its own limits (UserSimulator), ending at its own turn terminators.
-    sampling = Sampling(hp.user.max_new_tokens, hp.user.temperature, hp.top_p, sampling.stop_ids)
-    if hp.user.model in (None, base_name):  # the base model: the policy with its adapter disabled
-        return ModelUsers(HFBackend(model, tokenizer.pad_token_id, use_adapter=False), tokenizer, sampling,
-                          hp.user.system_prompt)
-    from rlhf_engine.models import loading
-
-    user_dir = loading.materialise(registry.get(hp.user.model), cache_dir)
-    user_tok = loading.load_tokenizer(user_dir)
-    precision = precision or Precision.native(model)
-    user_lm = loading.load_causal_lm(user_dir, dtype=precision.weights, device=precision.device)
-    user_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p, tuple(stop_ids(user_tok)))
-    return ModelUsers(make_backend(user_lm, user_tok, use_adapter=False), user_tok, user_sampling,
-                      hp.user.system_prompt)
-
-
-def run_online(config, model, tokenizer, model_dir, reporter, *, registry, precision, cache_dir=None,
-               resume_from=None, resolve_reward_job=None):
-    """`model` carries a LoRA adapter without dropout (see rlhf_engine/algorithms/regression.py)."""
-    from rlhf_engine.export import save_adapter
-    from rlhf_engine.rewards import make_scorer
-    from rlhf_engine.outcome import JobInputError, RunResult
-    from rlhf_engine.train import fit
-
-    method, hp = config.method.type, config.method.hyperparameters
-    refuel = method == "refuel"
-    out_dir = Path(config.output_dir)
+def train(job: Job) -> RunResult:
+    """`method.type` "rebel" or "refuel": the policy's LoRA adapter trains without dropout (see
+    rlhf_engine/algorithms/regression.py)."""
+    model, tokenizer = load_policy(job, lora_dropout=False)
+    config, hp, reporter, resume_from = job.config, job.hp, job.reporter, job.resume_from
+    refuel = job.method == "refuel"
+    out_dir = job.out_dir
     fit_hp = hp.model_copy(update={"n_epochs": 1}) if hp.n_epochs == "auto" else hp
     pad_id = tokenizer.pad_token_id
 
-    seeds, eval_seeds, eval_set = training_and_eval_seeds(config)
-    sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
-    users = make_users(hp, model, tokenizer, sampling, registry, cache_dir, config.model, precision)
-    roller = Roller(tokenizer, make_backend(model, tokenizer), users, sampling)
-    scorer = make_scorer(hp.reward, registry=registry, cache_dir=cache_dir, device=precision.device,
-                         resolve_reward_job=resolve_reward_job)
+    dialogues = Dialogues.of(job, model, tokenizer)
+    seeds, scorer = dialogues.seeds, dialogues.scorer
+    roller = Roller(tokenizer, make_backend(model, tokenizer), dialogues.users, dialogues.sampling)
     num_turns = hp.num_turns if refuel else 1
 
     start, step, tokens, resumed = 1, 0, 0, None
@@ -238,7 +237,8 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
                 candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
             else:
                 candidates = collect_rebel(roller, batch, seed=collect_seed)
-            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, precision, fit_seed=config.seed + t)
+            pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, job.precision, fit_seed=config.seed + t,
+                                       packing=config.packing)
             stats["rollout/collect_seconds"] = time.perf_counter() - started
             data_path.parent.mkdir(parents=True, exist_ok=True)
             data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
@@ -254,12 +254,11 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
             continue
 
         algo = Regression(pairs, eta=hp.eta, temperature=hp.temperature, pad_id=pad_id,
-                          iteration_stats={**stats, "iteration": float(t)})
+                          iteration_stats={**stats, "iteration": float(t)}, packing=config.packing)
         marks = _MarkCheckpoints(reporter, {"iteration": t, "step_offset": step, "tokens_before": tokens})
         t_fit = time.perf_counter()
-        result = fit(model, algo, fit_hp, seed=config.seed + t, reporter=marks, out_dir=out_dir,
-                     resume_from=resume_from if resumed and t == start else None, step_offset=step,
-                     precision=precision)
+        result = fit(job, model, algo, what="", hp=fit_hp, seed=config.seed + t, reporter=marks,
+                     resume_from=resume_from if resumed and t == start else None, step_offset=step)
         # result counts this iteration's steps and tokens, including any restored from the checkpoint.
         step, tokens, last = step + result.steps, tokens + result.trained_tokens, result.final_metrics
         if result.stopped:
@@ -272,7 +271,6 @@ def run_online(config, model, tokenizer, model_dir, reporter, *, registry, preci
         reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {loss_after:.4f}, "
                        f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
-    adapter = save_adapter(model, out_dir / "adapter", config.model, stacked_on=config.init_adapters)
-    evaluation = evaluate_against_base(model, tokenizer, eval_seeds, eval_set, judge=scorer, users=users,
-                                       sampling=sampling, num_turns=num_turns, config=config, reporter=reporter)
+    adapter = save_adapter(model, out_dir / ADAPTER, config.model, stacked_on=config.init_adapters)
+    evaluation = dialogues.evaluate_against_base(job, model, tokenizer, num_turns)
     return RunResult(adapter, step, tokens, False, {**last, "iterations": history, "evaluation": evaluation})

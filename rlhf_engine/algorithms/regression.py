@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from rlhf_engine import losses
-from rlhf_engine.algorithms.dpo import make_batch, packing_default
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
+from rlhf_engine.pair_batches import make_batch
 from rlhf_engine.precision import Precision
 
 
@@ -41,20 +41,20 @@ class Pair:
     reward_b: float
 
 
-def regression_batch(pairs: list[Pair], pad_id: int, packing: bool | None = None,
+def regression_batch(pairs: list[Pair], pad_id: int, packing: bool = True,
                      model=None) -> tuple[dict, float, int]:
     """(batch, padding fraction, tokens) holding both responses of each pair: sequence i < n is a_i,
     n + i is b_i. Only response tokens are targets (for REFUEL: turn h's assistant reply; earlier
     turns sit in the prompt). Packed by default (rlhf_engine/packing.py): the shared prompt is
     computed once per pair, which for long dialogue prefixes is most of the work."""
     as_pairs = [TokenizedPair(p.prompt, p.a, p.b) for p in pairs]
-    return make_batch(as_pairs, pad_id, packing_default() if packing is None else packing, model)
+    return make_batch(as_pairs, pad_id, packing, model)
 
 
 @torch.no_grad()
 def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use_adapter: bool = True,
                batches: list[list[int]] | None = None, batch_size: int = 8,
-               precision: Precision | None = None) -> tuple[list[float], list[float]]:
+               precision: Precision | None = None, packing: bool = True) -> tuple[list[float], list[float]]:
     """(log pi(a|s), log pi(a'|s)) per pair in eval mode, through the loss's own batch layout,
     completion_logps and `precision` (the job's, as train.fit uses; default the weights' dtype);
     use_adapter=False gives the base model pi_ref.
@@ -73,8 +73,8 @@ def pair_logps(model, pairs: list[Pair], pad_id: int, *, temperature: float, use
     try:
         with model.disable_adapter() if not use_adapter else contextlib.nullcontext(), precision.autocast():
             for idx in batches:
-                sums, _ = completion_logps(model, regression_batch([pairs[i] for i in idx], pad_id, model=model)[0],
-                                           temperature=temperature)
+                batch = regression_batch([pairs[i] for i in idx], pad_id, packing, model)[0]
+                sums, _ = completion_logps(model, batch, temperature=temperature)
                 sums = sums.tolist()
                 for k, i in enumerate(idx):
                     out_a[i], out_b[i] = sums[k], sums[len(idx) + k]
@@ -98,8 +98,8 @@ def sign_agreement(logratio_diff: torch.Tensor, return_diff: torch.Tensor) -> di
 
 class Regression:
     def __init__(self, pairs: list[Pair], *, eta: float, temperature: float, pad_id: int,
-                 iteration_stats: dict[str, float] | None = None):
-        self.pairs, self.eta, self.temperature, self.pad_id = pairs, eta, temperature, pad_id
+                 iteration_stats: dict[str, float] | None = None, packing: bool = True):
+        self.pairs, self.eta, self.temperature, self.pad_id, self.packing = pairs, eta, temperature, pad_id, packing
         # Constant over the iteration; repeated in every step's metrics so a plot against steps shows them.
         self.iteration_stats = iteration_stats or {}
 
@@ -109,7 +109,7 @@ class Regression:
 
     def _forward(self, model, pairs: list[Pair]):
         """(log-ratio of a, of b against pi_t, returns [n, 2], padding fraction, tokens)."""
-        batch, padding, tokens = regression_batch(pairs, self.pad_id, model=model)
+        batch, padding, tokens = regression_batch(pairs, self.pad_id, self.packing, model)
         sums, _ = completion_logps(model, batch, temperature=self.temperature)
         n = len(pairs)
         old = torch.tensor([[p.logp_a, p.logp_b] for p in pairs], device=sums.device, dtype=sums.dtype)

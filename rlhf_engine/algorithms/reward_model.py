@@ -16,13 +16,15 @@ The head is fp32 whatever the backbone's dtype; peft keeps LoRA weights in fp32.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from rlhf_engine import losses
+from rlhf_engine.algorithms.evaluation import evaluate_in_batches
 from rlhf_engine.data.batching import collate_pairs, padding_fraction
+from rlhf_engine.job import Job, fit, load_pairs, save_result
+from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.precision import Precision
 from rlhf_engine.rewards.model import score_head, sequence_scores
 
@@ -50,34 +52,20 @@ class BradleyTerry:
     def loss(self, model, indices):
         return self._forward(model, [self.pairs[i] for i in indices])
 
-    @torch.no_grad()
-    def evaluate(self, model, batch_size: int = 8):
-        if not self.eval_pairs:
-            return None
-        totals, n = {}, len(self.eval_pairs)
-        for s in range(0, n, batch_size):
-            chunk = self.eval_pairs[s:s + batch_size]
-            loss, stats, _ = self._forward(model, chunk)
-            for k, v in {"loss": loss, "accuracy": stats["accuracy"], "margin": stats["margin"]}.items():
-                totals[k] = totals.get(k, 0.0) + v.double() * len(chunk) / n
-        return {f"eval/{k}": v for k, v in totals.items()}
+    def evaluate(self, model) -> dict[str, torch.Tensor] | None:
+        def measure(pairs):
+            loss, stats, _ = self._forward(model, pairs)
+            return {"loss": loss, "accuracy": stats["accuracy"], "margin": stats["margin"]}
+
+        return evaluate_in_batches(self.eval_pairs, measure)
 
 
 def add_reward_lora(model, spec, *, seed: int):
     """LoRA on the backbone's linear layers (never the score head, which is trained in full)."""
-    import torch.nn as nn
-    from peft import LoraConfig, get_peft_model
+    from rlhf_engine.models.loading import add_lora
 
-    head = score_head(model)
     head_name = "score" if hasattr(model, "score") else "classifier"
-    targets = (sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                       if isinstance(m, nn.Linear) and m is not head})
-               if spec.target_modules == "all-linear" else list(spec.target_modules))
-    config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                        bias="none", task_type="SEQ_CLS", modules_to_save=[head_name])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return get_peft_model(model, config)
+    return add_lora(model, spec, seed=seed, task_type="SEQ_CLS", head=score_head(model), modules_to_save=[head_name])
 
 
 def load_reward_model(model_dir: Path, precision: Precision, *, seed: int):
@@ -92,34 +80,16 @@ def load_reward_model(model_dir: Path, precision: Precision, *, seed: int):
     return model.to(precision.device)
 
 
-def run_reward_model(config, model_dir: Path, reporter, precision: Precision, *, cache_dir=None, resume_from=None):
-    from rlhf_engine.data import formats
-    from rlhf_engine.export import save_adapter
+def train(job: Job) -> RunResult:
+    """`method.type = "reward_model"`: a sequence classifier, not a causal LM, so its own loader."""
     from rlhf_engine.models import loading
-    from rlhf_engine.outcome import RunResult
-    from rlhf_engine.data.pairs import tokenize_examples
-    from rlhf_engine.train import fit
 
-    hp = config.method.hyperparameters
-    out_dir = Path(config.output_dir)
-    started = time.perf_counter()
-    tokenizer = loading.load_tokenizer(model_dir)
-    base = load_reward_model(model_dir, precision, seed=config.seed)
+    if job.config.init_adapters:
+        raise JobInputError("a reward model starts from a registry model, not from a fine-tuned one")
+    tokenizer = loading.load_tokenizer(job.model_dir)
+    base = load_reward_model(job.model_dir, job.precision, seed=job.config.seed)
     base.config.pad_token_id = tokenizer.pad_token_id
-    model = add_reward_lora(base, hp.lora, seed=config.seed)
-    reporter.event(f"Loaded {config.model} as a reward model on {precision.device} ({precision.tag}) in "
-                   f"{time.perf_counter() - started:.1f}s",
-                   data={"trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)})
-
-    train = formats.load_jsonl(config.training_file, expected_format="preference").examples
-    evals = formats.load_jsonl(config.validation_file, expected_format="preference").examples if config.validation_file else []
-    pairs = tokenize_examples(tokenizer, train, hp, reporter, "training")
-    eval_pairs = tokenize_examples(tokenizer, evals, hp, reporter, "validation") if evals else []
-    algo = BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs)
-    reporter.event(f"Training reward_model on {algo.num_examples} pairs for {hp.epochs} epoch(s)")
-    result = fit(model, algo, hp, seed=config.seed, reporter=reporter, out_dir=out_dir, resume_from=resume_from,
-                 precision=precision)
-    if result.stopped:
-        return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
-    adapter = save_adapter(model, out_dir / "adapter", config.model)
-    return RunResult(adapter, result.steps, result.trained_tokens, False, result.final_metrics)
+    model = add_reward_lora(base, job.hp.lora, seed=job.config.seed)
+    job.report_loaded(model, " as a reward model")
+    pairs, eval_pairs = load_pairs(job, tokenizer, expected_format="preference")
+    return save_result(job, model, fit(job, model, BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs), what="pairs"))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_engine.algorithms.evaluation import evaluate_in_batches
 from rlhf_engine.data.batching import collate, padding_fraction
 from rlhf_engine.data.tokenize import TokenizedPair
+from rlhf_engine.job import Job, fit, load_pairs, load_policy, save_result
 from rlhf_engine.logprobs import completion_logps_and_hits
+from rlhf_engine.outcome import RunResult
 
 
 class SFT:
@@ -29,11 +32,18 @@ class SFT:
     def loss(self, model, indices: list[int]):
         return self._forward(model, [self.examples[i] for i in indices])
 
-    @torch.no_grad()
-    def evaluate(self, model, batch_size: int = 8) -> dict[str, float] | None:
-        if not self.eval_examples:
-            return None
-        batches = [self._forward(model, self.eval_examples[s:s + batch_size])
-                   for s in range(0, len(self.eval_examples), batch_size)]
-        return {"eval/loss": sum(loss.item() for loss, _, _ in batches) / len(batches),
-                "eval/token_accuracy": sum(stats["token_accuracy"].item() for _, stats, _ in batches) / len(batches)}
+    def evaluate(self, model) -> dict[str, torch.Tensor] | None:
+        """The mean over batches of each batch's token-level loss and accuracy (batches unweighted,
+        as this method has always reported them)."""
+        def measure(batch):
+            loss, stats, _ = self._forward(model, batch)
+            return {"loss": loss, "token_accuracy": stats["token_accuracy"]}
+
+        return evaluate_in_batches(self.eval_examples, measure, weigh=lambda batch: 1)
+
+
+def train(job: Job) -> RunResult:
+    """`method.type = "supervised"`: SFT on the file's preferred (or chat) completions."""
+    model, tokenizer = load_policy(job)
+    pairs, eval_pairs = load_pairs(job, tokenizer)
+    return save_result(job, model, fit(job, model, SFT(pairs, tokenizer.pad_token_id, eval_pairs)))

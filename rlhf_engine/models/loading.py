@@ -48,10 +48,10 @@ def load_causal_lm(path: Path, *, dtype=None, device: str = "cpu"):
     Not on the CPU: a device_map there would mark the model as offloaded for accelerate and peft."""
     from transformers import AutoModelForCausalLM
 
-    from rlhf_engine.precision import decide
+    from rlhf_engine.precision import decide, is_cuda
 
     dtype = dtype or decide("auto", device).weights
-    placement = {"device_map": device} if device.startswith("cuda") else {}
+    placement = {"device_map": device} if is_cuda(device) else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False,
                                                  attn_implementation="sdpa", **placement)
     return model if placement else model.to(device)
@@ -69,31 +69,32 @@ def merge_adapters(model, adapter_dirs):
     return model
 
 
-def lora_target_modules(model, spec: LoraSpec) -> list[str] | str:
-    """`all-linear`: every nn.Linear inside the transformer blocks, never the output head."""
+def lora_target_modules(model, spec: LoraSpec, *, head=None) -> list[str]:
+    """`all-linear`: every nn.Linear inside the transformer blocks, never the head that reads
+    them out (`head`, default the LM's output embeddings), which is trained in full or not at all."""
     if spec.target_modules != "all-linear":
         return list(spec.target_modules)
     import torch.nn as nn
 
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings() if head is None else head
     names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and module is not head}
     return sorted(names)
 
 
-def add_lora(model, spec: LoraSpec, *, seed: int):
-    """Wrap `model` with a fresh LoRA adapter. B starts at zero, so the policy equals the base."""
+def add_lora(model, spec: LoraSpec, *, seed: int, task_type: str = "CAUSAL_LM", head=None,
+             modules_to_save: list[str] | None = None):
+    """Wrap `model` with a fresh LoRA adapter. B starts at zero, so the policy equals the base.
+
+    A's init is a function of `seed` alone (drawn under a forked RNG, so the caller's stream is
+    untouched). A reward model passes task_type "SEQ_CLS" and its score head, trained in full
+    (`modules_to_save`) and kept out of the LoRA targets."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        target_modules=lora_target_modules(model, spec), bias="none", task_type="CAUSAL_LM")
+                        target_modules=lora_target_modules(model, spec, head=head), bias="none",
+                        task_type=task_type, modules_to_save=modules_to_save)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)
-
-
-def pick_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

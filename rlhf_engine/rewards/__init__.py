@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from rlhf_engine.layout import ADAPTER
 from rlhf_engine.rewards.turns import differences, turn_cuts
 
 
@@ -96,6 +97,6 @@ def make_scorer(source, *, registry, cache_dir=None, device: str = "cpu",
     if resolve_reward_job is None:
         raise JobInputError("reward type 'job' needs a reward-model job resolver; none is configured")
     path = resolve_reward_job(source.name)
-    if path is None or not (Path(path) / "adapter").exists():
+    if path is None or not (Path(path) / ADAPTER).exists():
         raise JobInputError(f"no finished reward_model job {source.name!r}")
     return SequenceScorer(*load_job_model(Path(path), registry, cache_dir, device))

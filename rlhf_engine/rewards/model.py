@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf_engine.layout import ADAPTER
 from rlhf_engine.rewards.turns import differences, turn_cuts
 
 
@@ -91,7 +92,7 @@ def load_job_model(artifacts_dir: Path, registry, cache_dir, device: str):
 
     from rlhf_engine.models.loading import materialise
 
-    adapter = Path(artifacts_dir) / "adapter"
+    adapter = Path(artifacts_dir) / ADAPTER
     base_name = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
     model, tokenizer = load_registry_model(materialise(registry.get(base_name), cache_dir), device)
     return PeftModel.from_pretrained(model, adapter).to(device), tokenizer

@@ -6,12 +6,15 @@
   transcript is shown to it with the roles swapped, so "write the assistant's next message" in
   its own chat template means "write the user's next message" here. By default it is the base
   model: the policy with its LoRA adapter disabled, no second copy of the weights.
+
+`make_users` picks one from a job's hyperparameters (`user`, spec.UserSimulator).
 """
 
 from __future__ import annotations
 
 from rlhf_engine.data.examples import Message
 from rlhf_engine.rollout.dialogue import Sampling, encode_prompt
+from rlhf_engine.rollout.generation import stop_ids
 
 # After the REFUEL paper's simulator (the base model prompted to play the user): read the dialogue,
 # think about what to ask next, then ask it. The thinking stays unwritten: only the message is kept.
@@ -54,3 +57,28 @@ class ModelUsers:
                                      top_p=s.top_p, stop_token_ids=list(s.stop_ids), seed=seed)
         texts = [self.tokenizer.decode(o.token_ids, skip_special_tokens=True).strip() for o in outs]
         return [t or "Please go on." for t in texts]  # an empty turn would leave the policy nothing to answer
+
+
+def make_users(hp, model, tokenizer, sampling: Sampling, registry, cache_dir, base_name: str, precision=None):
+    """Who plays the user for a job with hyperparameters `hp`: the dataset's turns, the policy
+    with its adapter off (the base model), or another registry model loaded in `precision`."""
+    if getattr(hp, "user", None) is None or hp.user.type == "dataset":
+        return DatasetUsers()
+    # The simulator samples with its own limits (UserSimulator), ending at its own turn terminators.
+    sampling = Sampling(hp.user.max_new_tokens, hp.user.temperature, hp.top_p, sampling.stop_ids)
+    if hp.user.model in (None, base_name):  # the base model: the policy with its adapter disabled
+        from rlhf_engine.rollout.hf_backend import HFBackend
+
+        return ModelUsers(HFBackend(model, tokenizer.pad_token_id, use_adapter=False), tokenizer, sampling,
+                          hp.user.system_prompt)
+    from rlhf_engine.models import loading
+    from rlhf_engine.precision import Precision
+    from rlhf_engine.rollout.backend import make_backend
+
+    user_dir = loading.materialise(registry.get(hp.user.model), cache_dir)
+    user_tok = loading.load_tokenizer(user_dir)
+    precision = precision or Precision.native(model)
+    user_lm = loading.load_causal_lm(user_dir, dtype=precision.weights, device=precision.device)
+    user_sampling = Sampling(sampling.max_new_tokens, sampling.temperature, sampling.top_p, tuple(stop_ids(user_tok)))
+    return ModelUsers(make_backend(user_lm, user_tok, use_adapter=False), user_tok, user_sampling,
+                      hp.user.system_prompt)

@@ -4,8 +4,8 @@ Every path is built from ids the service generated, never from user text, and re
 root so that a bad key can never escape it. Layout:
 
     files/{file_id}.jsonl
-    jobs/{job_id}/checkpoints/step-{n:06d}/{adapter,state}/
-    jobs/{job_id}/adapter/               final LoRA adapter (PEFT layout)
+    jobs/{job_id}/checkpoints/step-{n:06d}/   a checkpoint   } a job's output directory, laid out
+    jobs/{job_id}/adapter/                    final adapter  } as rlhf_engine/layout.py says
 
 With a bucket configured (RLHF_ARTIFACTS_S3_BUCKET, service/shared/artifact_s3.py) the local directory is
 this machine's working copy and the bucket is the shared one: every finished write is also sent
@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from rlhf_engine import layout
 from service.shared.artifact_s3 import ArtifactStoreUnavailable, S3Location, S3Mirror
 from service.shared.ziparchive import stream_zip
 
@@ -134,10 +135,10 @@ class ArtifactStore:
         return f"jobs/{self._id(job_id)}"
 
     def checkpoint_key(self, job_id: str, step: int) -> str:
-        return f"{self.job_key(job_id)}/checkpoints/step-{int(step):06d}"
+        return f"{self.job_key(job_id)}/{layout.checkpoint_path(step)}"
 
     def adapter_key(self, job_id: str) -> str:
-        return f"{self.job_key(job_id)}/adapter"
+        return f"{self.job_key(job_id)}/{layout.ADAPTER}"
 
     def merged_key(self, job_id: str) -> str:
         return f"{self.job_key(job_id)}/merged"

@@ -9,16 +9,21 @@ import json
 import pytest
 import torch
 
-from rlhf_engine.algorithms.dialogue_dpo import (Comparison, collect_last_turn, collect_multi_turn,
-                                                 dialogue_completion, rank)
+from rlhf_engine.algorithms.dialogue_dpo import (
+    Comparison,
+    collect_last_turn,
+    collect_multi_turn,
+    dialogue_completion,
+    rank,
+)
 from rlhf_engine.data.batching import collate_pairs
 from rlhf_engine.data.examples import Message
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.packing import pack_pairs
 from rlhf_engine.rewards import FunctionScorer
-from rlhf_engine.rollout.hf_backend import HFBackend
-from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, Turn, encode_prompt
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
 from rlhf_engine.rollout.users import DatasetUsers
 from rlhf_engine.run import run
 from rlhf_engine.spec import TrainConfig

@@ -12,9 +12,9 @@ from rlhf_engine.evaluate_dialogue import evaluate_dialogue, rollout_side
 from rlhf_engine.models import loading
 from rlhf_engine.rewards import FunctionScorer
 from rlhf_engine.rewards.functions import length_penalty
-from rlhf_engine.rollout.hf_backend import HFBackend
-from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
 from rlhf_engine.rollout.users import ModelUsers
 from rlhf_engine.spec import LoraSpec
 

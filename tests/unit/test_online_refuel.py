@@ -15,13 +15,12 @@ from rlhf_engine.algorithms.regression import Pair, Regression, regression_batch
 from rlhf_engine.data.examples import Message
 from rlhf_engine.rewards import FunctionScorer
 from rlhf_engine.rewards.functions import length_penalty
-from rlhf_engine.rollout.hf_backend import HFBackend
-from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.collect import collect_rebel, collect_refuel, sample_horizon_and_turn
 from rlhf_engine.rollout.dialogue import Roller, Sampling, Seed
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
 from rlhf_engine.rollout.users import DatasetUsers
 from rlhf_engine.spec import RefuelHyperparameters
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -181,7 +180,7 @@ def test_bootstrap_interval_of_a_win_rate():
 
 
 def test_the_user_simulator_samples_with_its_own_limits(tiny):
-    from rlhf_engine.algorithms.online import make_users
+    from rlhf_engine.rollout.users import make_users
 
     model, tok = tiny
     hp = RefuelHyperparameters(max_new_tokens=4, user={"type": "model", "max_new_tokens": 40, "temperature": 0.5})

@@ -13,10 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_engine.algorithms.dpo import make_batch
 from rlhf_engine.data.batching import collate_pairs
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.packing import dense_mask, pack_pairs
+from rlhf_engine.pair_batches import make_batch
 
 # (prompt, chosen, rejected) lengths; rows are packed to 64, so there are padding tokens too.
 SHAPES = [(5, 3, 7), (40, 1, 4), (1, 6, 2), (9, 9, 9), (3, 12, 1), (25, 2, 2), (60, 2, 1)]

@@ -30,9 +30,9 @@ from rlhf_engine.data.examples import Message
 from rlhf_engine.model_registry import ModelEntry, ModelRegistry
 from rlhf_engine.models import loading
 from rlhf_engine.rewards import functions
-from rlhf_engine.rollout.hf_backend import HFBackend
-from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.dialogue import encode_prompt
+from rlhf_engine.rollout.generation import stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend
 from rlhf_engine.run import run
 from rlhf_engine.spec import TrainConfig
 

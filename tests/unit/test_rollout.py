@@ -8,11 +8,10 @@ import torch
 from rlhf_engine.data.batching import collate
 from rlhf_engine.data.examples import Message
 from rlhf_engine.logprobs import completion_logps
-from rlhf_engine.rollout.hf_backend import HFBackend, inverse_cdf, row_uniforms
-from rlhf_engine.rollout.generation import row_seeds, stop_ids
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Sampling, Seed, encode_prompt
+from rlhf_engine.rollout.generation import row_seeds, stop_ids
+from rlhf_engine.rollout.hf_backend import HFBackend, inverse_cdf, row_uniforms
 from rlhf_engine.rollout.users import DatasetUsers, ModelUsers
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
