@@ -267,7 +267,7 @@ class ApiServer:
              *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             cwd=REPO, env=service_env(**self.settings), stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200,
+            wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=10).status_code == 200,
                        timeout, "api server", self.proc)
         except Exception as err:
             stop(self.proc)

@@ -21,8 +21,8 @@ import time
 from sqlalchemy import func, or_, select, update
 
 from service.shared import quotas
-from service.shared.store.models import QUEUED, RUNNING, JobRow, now
 from service.shared.events import new_event
+from service.shared.store.models import QUEUED, RUNNING, JobRow, now
 from service.shared.store.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def hand_back(db_url: str, job_id: str, owner: str, message: str) -> bool:
                                                 JobRow.lease_owner == owner)
                            .values(status=QUEUED, lease_owner=None, lease_expires_at=None))
         if result.rowcount == 1:
-            s.add(new_event(job_id, level="warn", message=message))
+            s.add(new_event(job_id, message, kind="requeued", level="warn"))
         return result.rowcount == 1
 
 

@@ -18,15 +18,12 @@ import time
 
 from sqlalchemy import func, or_, select, update
 
+from service.shared.events import new_event
 from service.shared.settings import Settings
 from service.shared.store.models import FAILED, QUEUED, RUNNING, EventRow, JobRow, now
-from service.shared.events import new_event
 from service.shared.store.session import session_scope
 
 log = logging.getLogger(__name__)
-
-LOST_PREFIX = "Worker lost"  # every lost-worker event starts with this; they are counted
-
 
 def reaper_period(settings: Settings) -> float:
     return max(0.5, settings.lease_seconds / 4)
@@ -34,7 +31,7 @@ def reaper_period(settings: Settings) -> float:
 
 def losses_so_far(s, job_id: str) -> int:
     return s.scalar(select(func.count()).select_from(EventRow)
-                    .where(EventRow.job_id == job_id, EventRow.message.startswith(LOST_PREFIX))) or 0
+                    .where(EventRow.job_id == job_id, EventRow.kind == "worker_lost")) or 0
 
 
 def reap_once(settings: Settings, enqueue, unsent: dict[str, str | None] | None = None) -> list[str]:
@@ -46,7 +43,7 @@ def reap_once(settings: Settings, enqueue, unsent: dict[str, str | None] | None 
         dead = s.execute(select(JobRow.id, JobRow.lease_owner, JobRow.lease_expires_at, JobRow.queue)
                          .where(JobRow.status == RUNNING,
                                 or_(JobRow.lease_expires_at < t, JobRow.lease_owner.is_(None)))).all()
-    for job_id, owner, expires, queue in dead:
+    for job_id, owner, _expires, queue in dead:
         with session_scope(settings.database_url) as s:
             lost = losses_so_far(s, job_id) + 1
             exhausted = lost >= settings.max_attempts
@@ -64,12 +61,12 @@ def reap_once(settings: Settings, enqueue, unsent: dict[str, str | None] | None 
             ).rowcount
             if claimed:
                 if exhausted:
-                    s.add(new_event(job_id, level="error",
-                                   message=f"{LOST_PREFIX} {lost} time(s); job failed",
+                    s.add(new_event(job_id, kind="worker_lost", level="error",
+                                   message=f"Worker lost {lost} time(s); job failed",
                                    data={"code": "worker_lost", "lost": lost}))
                 else:
-                    s.add(new_event(job_id, level="warn",
-                                   message=f"{LOST_PREFIX} ({lost} of {settings.max_attempts}); job requeued to "
+                    s.add(new_event(job_id, kind="worker_lost", level="warn",
+                                   message=f"Worker lost ({lost} of {settings.max_attempts}); job requeued to "
                                            "resume from its last checkpoint",
                                    data={"code": "worker_lost", "lost": lost}))
         if claimed and not exhausted:

@@ -20,10 +20,10 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.shared.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
-from service.shared.events import new_event
-from service.shared.store.session import session_scope
 from service.shared.dbretry import StoreUnavailable, is_transient, with_retry
+from service.shared.events import EventKind, EventLevel, add_event
+from service.shared.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
+from service.shared.store.session import session_scope
 from worker.openai_metrics import with_openai_names
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 SHUTDOWN = threading.Event()
 
 
-def add_event(db_url: str, job_id: str, message: str, *, level: str = "info", type: str = "message",
-              data: dict | None = None) -> None:
+def write_event(db_url: str, job_id: str, message: str, *, kind: EventKind = "message", level: EventLevel = "info",
+                data: dict | None = None) -> None:
+    """One event in its own transaction, waiting out a database blip (dbretry.py)."""
     def write():
         with session_scope(db_url) as s:
-            s.add(new_event(job_id, level=level, message=message, type=type, data=data))
+            add_event(s, job_id, message, kind=kind, level=level, data=data)
 
     with_retry(write, "write an event")
 
@@ -94,7 +95,7 @@ class DbReporter:
 
     def event(self, message: str, *, level: str = "info", data: dict | None = None) -> None:
         def body(s):
-            s.add(new_event(self.job_id, level=level, message=message, data=data))
+            add_event(s, self.job_id, message, level=level, data=data)
 
         self._write(body, "write an event")
 
@@ -115,9 +116,9 @@ class DbReporter:
             else:
                 loss = values.get("eval/loss")
                 message = f"Step {step}: validation loss={loss if loss is None else format(loss, '.4f')}"
-            s.add(new_event(self.job_id, level="info", type="metrics", message=message,
-                           data={**with_openai_names(step, values), "kind": kind,
-                                 **({"total_steps": total_steps} if total_steps else {})}))
+            add_event(s, self.job_id, message, kind="metrics",
+                      data={**with_openai_names(step, values), "kind": kind,
+                            **({"total_steps": total_steps} if total_steps else {})})
 
         self._write(body, f"record step {step}'s metrics")
         if kind == "train":
@@ -131,8 +132,9 @@ class DbReporter:
             # Only a checkpoint every machine can read gets a row (rows are what resume and the API
             # use), so this one is skipped; training goes on and the next checkpoint tries again.
             log.warning("job %s: checkpoint at step %d not stored in the bucket: %s", self.job_id, step, err)
-            self.event(f"Checkpoint at step {step} could not be stored in the artifact store; not recorded",
-                       level="warn", data={"step": step})
+            message = f"Checkpoint at step {step} could not be stored in the artifact store; not recorded"
+            self._write(lambda s: add_event(s, self.job_id, message, kind="checkpoint_skipped", level="warn",
+                                            data={"step": step}), "write an event")
             return
 
         def body(s):
@@ -140,8 +142,7 @@ class DbReporter:
                                                   CheckpointRow.step_number == step))
             s.add(CheckpointRow(id=new_id("ftckpt"), job_id=self.job_id, step_number=step,
                                 metrics=with_openai_names(step, _clean(metrics)), storage_key=key))
-            s.add(new_event(self.job_id, message=f"Checkpoint saved at step {step}",
-                           data={"step": step}))
+            add_event(s, self.job_id, f"Checkpoint saved at step {step}", kind="checkpoint", data={"step": step})
 
         self._write(body, f"record the checkpoint at step {step}")
 

@@ -33,19 +33,32 @@ from rlhf_engine.spec import Method, TrainConfig
 from rlhf_engine.tracking.reporter import TensorBoardReporter
 from rlhf_engine.tracking.trackers import Tracker, trackers_from_env, wandb_tracker
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.shared.dbretry import StoreUnavailable, with_retry
+from service.shared.events import add_event
 from service.shared.logging import job_id_var
 from service.shared.model_names import job_model_name
 from service.shared.settings import get_settings
 from service.shared.store import models
-from service.shared.store.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, CheckpointRow, EventRow,
-                                  FileRow, JobRow, MetricRow, new_id, now)
-from service.shared.events import new_event
+from service.shared.store.models import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    CheckpointRow,
+    EventRow,
+    FileRow,
+    JobRow,
+    MetricRow,
+    new_id,
+    now,
+)
 from service.shared.store.session import session_scope
 from worker import lease
 from worker.celery_app import app
-from service.shared.dbretry import StoreUnavailable, with_retry
 from worker.openai_metrics import results_csv
-from worker.reporter import DbReporter, add_event
+from worker.reporter import DbReporter, write_event
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +97,8 @@ def _hold_for_quota(db: str, job_id: str, limit: int) -> None:
     def write():
         with session_scope(db) as s:
             s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED).values(sent_at=due))
-            if not s.scalar(select(EventRow.id).where(EventRow.job_id == job_id, EventRow.message == message).limit(1)):
-                s.add(new_event(job_id, level="info", message=message))
+            if not s.scalar(select(EventRow.id).where(EventRow.job_id == job_id, EventRow.kind == "waiting").limit(1)):
+                add_event(s, job_id, message, kind="waiting")
 
     with_retry(write, "note the quota wait")
 
@@ -207,7 +220,7 @@ def _finish(db: str, job_id: str, owner: str, event: tuple[str, str, dict | None
                                                     JobRow.lease_owner == owner)
                                .values(finished_at=now(), lease_owner=None, lease_expires_at=None, **values))
             if result.rowcount == 1:
-                s.add(new_event(job_id, level=level, message=message, data=data))
+                add_event(s, job_id, message, kind="status", level=level, data=data)
                 s.add_all(rows)
             return result.rowcount == 1
 
@@ -224,9 +237,8 @@ def _prepare_resume(db: str, job_id: str, step: int, attempt: int) -> None:
             s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics",
                                              EventRow.data["step"].as_integer() > step))
             s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=step))
-            s.add(new_event(job_id, message=f"Resuming from checkpoint at step {step} "
-                                                                        f"(attempt {attempt})",
-                           data={"step": step, "attempt": attempt}))
+            add_event(s, job_id, f"Resuming from checkpoint at step {step} (attempt {attempt})", kind="resumed",
+                      data={"step": step, "attempt": attempt})
 
     with_retry(write, "prepare the resume")
 
@@ -300,9 +312,10 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
     if result.stopped:
         reason = reporter.stop_reason
         if reason == CANCELLED:
-            add_event(db, job_id, f"Job cancelled at step {result.steps}; worker released")
+            write_event(db, job_id, f"Job cancelled at step {result.steps}; worker released", kind="status")
         elif reason == PAUSED:
-            add_event(db, job_id, f"Job paused at step {result.steps}; checkpoint kept, worker released")
+            write_event(db, job_id, f"Job paused at step {result.steps}; checkpoint kept, worker released",
+                        kind="status")
         elif reason == "shutdown":
             _hand_back_or_leave(db, job, owner, f"Worker shutting down; job requeued at step {result.steps} "
                                                    "to resume from its checkpoint")
@@ -347,9 +360,9 @@ def _integrations(db: str, job: JobRow) -> list[Tracker]:
         tracker, problem = wandb_tracker(integration["wandb"], run_name=job.id, config=job.method)
         if tracker is not None:
             trackers.append(tracker)
-            add_event(db, job.id, f"Forwarding metrics to W&B project {integration['wandb']['project']!r}")
+            write_event(db, job.id, f"Forwarding metrics to W&B project {integration['wandb']['project']!r}")
         else:
-            add_event(db, job.id, f"W&B integration not used: {problem}", level="warn")
+            write_event(db, job.id, f"W&B integration not used: {problem}", level="warn")
     return trackers
 
 
@@ -375,7 +388,7 @@ def _export_merged(db: str, store: ArtifactStore, job: JobRow, owner: str, setti
     from rlhf_engine.export import merge_adapter_dir
     from rlhf_engine.models import loading
 
-    add_event(db, job.id, "Merging the adapter into the base weights")
+    write_event(db, job.id, "Merging the adapter into the base weights")
     try:
         base_dir = loading.materialise(ModelRegistry.load(settings.model_registry).get(job.base_model),
                                        settings.model_cache_dir)
@@ -410,9 +423,9 @@ def _prepare_resume_from_scratch(db: str, job_id: str, attempt: int) -> None:
         s.execute(delete(MetricRow).where(MetricRow.job_id == job_id))
         s.execute(delete(EventRow).where(EventRow.job_id == job_id, EventRow.type == "metrics"))
         s.execute(update(JobRow).where(JobRow.id == job_id).values(steps_completed=0))
-        s.add(new_event(job_id, message="Fine-tuning job started"
-                       if attempt <= 1 else f"Fine-tuning job restarted from the beginning (attempt {attempt})",
-                       data={"attempt": attempt}))
+        add_event(s, job_id, "Fine-tuning job started" if attempt <= 1 else
+                  f"Fine-tuning job restarted from the beginning (attempt {attempt})", kind="status",
+                  data={"attempt": attempt})
 
 
 def _fail(db: str, job_id: str, owner: str, code: str, message: str, detail: str | None = None) -> None:

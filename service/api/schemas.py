@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rlhf_engine.callbacks import EventLevel
 from rlhf_engine.spec import Method, SupervisedHyperparameters
 from service.shared import model_names
-from service.shared.events import EventType
+from service.shared.events import EventKind, EventType
 from service.shared.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, now
 
 T = TypeVar("T")
@@ -219,11 +219,13 @@ class Event(Response):
     message: str
     type: EventType = "message"
     data: Any = None
+    kind: EventKind = Field("message", description="What the event records, as data (ours; OpenAI's clients "
+                            "ignore it): read it instead of the message text, which is for people.")
 
     @classmethod
     def from_row(cls, row: EventRow) -> "Event":
         return cls(id=row.id, created_at=row.created_at, level=row.level, message=row.message,
-                   type=row.type, data=row.data)
+                   type=row.type, data=row.data, kind=row.kind)
 
 
 class Checkpoint(Response):

@@ -104,7 +104,8 @@ class Stack:
         return worker
 
     def logs(self) -> str:
-        return "\n".join(f"--- {w.name} ---\n{w.log()}" for w in self.workers) + f"\n--- api ---\n{self.api.log()[-2000:]}"
+        workers = "\n".join(f"--- {w.name} ---\n{w.log()}" for w in self.workers)
+        return f"{workers}\n--- api ---\n{self.api.log()[-2000:]}"
 
     def close(self) -> None:
         for worker in self.workers:
@@ -147,6 +148,9 @@ class Stack:
 
     def messages(self, job_id: str) -> list[str]:
         return [e["message"] for e in self.events(job_id) if e["type"] == "message"]
+
+    def kinds(self, job_id: str) -> list[str]:
+        return [e["kind"] for e in self.events(job_id)]
 
     def metric_steps(self, job_id: str, kind: str = "train") -> list[int]:
         data = self.client.get(f"/v1/fine_tuning/jobs/{job_id}/metrics").json()["data"]

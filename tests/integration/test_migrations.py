@@ -84,3 +84,39 @@ def test_0006_keeps_old_jobs_and_events_readable(tmp_path):
     finally:
         engine.dispose()
     assert schema_differences(url) == []
+
+
+def test_0007_gives_old_events_their_kind(make_database):
+    """Events written before 0007 get the kind their text always meant, so a job that crossed the
+    upgrade keeps its count of lost workers (the reaper reads the kind now) and its checkpoints."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from service.migrate import alembic_config
+
+    url = make_database()
+    command.upgrade(alembic_config(url), "0006")
+    old = {"Worker lost (1 of 3); job requeued to resume from its last checkpoint": ("message", "worker_lost"),
+           "Checkpoint saved at step 4": ("message", "checkpoint"),
+           "Step 4/8: training loss=0.6931": ("metrics", "metrics"),
+           "Resuming from checkpoint at step 4 (attempt 2)": ("message", "resumed"),
+           "Files validated, moving job to queued state": ("message", "status"),
+           "Training dpo on 8 examples for 1 epoch(s)": ("message", "message")}
+    engine = create_engine(normalise_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, project_id, model, base_model, training_file, status, method, "
+                              "seed, created_at, steps_completed, attempts, export_merged) VALUES ('ftjob-old', "
+                              "'default', 'tiny-random-llama', 'tiny-random-llama', 'file-x', 'running', '{}', 1, 0, "
+                              "0, 0, false)"))
+            for i, (message, (type_, _)) in enumerate(old.items()):
+                conn.execute(text("INSERT INTO job_events (id, job_id, created_at, level, message, type) VALUES "
+                                  "(:id, 'ftjob-old', 0, 'info', :message, :type)"),
+                             {"id": f"ftevent-{i}", "message": message, "type": type_})
+        command.upgrade(alembic_config(url), "head")
+        with engine.connect() as conn:
+            kinds = dict(conn.execute(text("SELECT message, kind FROM job_events")).all())
+    finally:
+        engine.dispose()
+    assert kinds == {message: kind for message, (_, kind) in old.items()}
+    assert schema_differences(url) == []

@@ -17,12 +17,18 @@ from worker.openai_metrics import RESULT_COLUMNS, results_csv, with_openai_names
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_event_writer_refuses_levels_and_types_openai_does_not_have():
+def test_the_event_writer_refuses_levels_and_kinds_it_does_not_have():
     assert new_event("ftjob-1", "ok", level="warn").level == "warn"
     with pytest.raises(ValueError, match="warning"):
         new_event("ftjob-1", "no", level="warning")
     with pytest.raises(ValueError, match="metric"):
-        new_event("ftjob-1", "no", type="metric")
+        new_event("ftjob-1", "no", kind="metric")
+
+
+def test_the_openai_type_follows_from_the_kind():
+    # Only metrics events are OpenAI's `metrics` type; a checkpoint is a `message` with a kind.
+    assert [(new_event("ftjob-1", "m", kind=k).type, k) for k in ("metrics", "checkpoint", "message")] == [
+        ("metrics", "metrics"), ("message", "checkpoint"), ("message", "message")]
 
 
 def test_no_code_passes_a_level_openai_does_not_have():

@@ -16,27 +16,21 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rlhf_engine.callbacks import EventLevel
 from service.api import job_requests
-from service.shared import queue
 from service.api.auth import Caller, CallerDep
 from service.api.deps import DB, Artifacts, Registry, SettingsDep
 from service.api.errors import APIError, bad_request
-from service.shared.events import new_event
 from service.api.lookups import get_job
 from service.api.pagination import paginate
 from service.api.schemas import FineTuningJob, JobCreate, ListObject
-from service.shared.store.models import (CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, JobRow, new_id,
-                                  now)
+from service.shared import queue
+from service.shared.events import add_event
+from service.shared.store.models import CANCELLED, PAUSED, QUEUED, RUNNING, TERMINAL, VALIDATING, JobRow, new_id, now
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning"])
 
 _METADATA_QUERY = re.compile(r"^metadata\[(.{1,64})\]$")
-
-
-def add_event(db: Session, job_id: str, message: str, level: EventLevel = "info") -> None:
-    db.add(new_event(job_id, message, level=level))
 
 
 def _send(db: Session, job: JobRow) -> None:
@@ -47,8 +41,8 @@ def _send(db: Session, job: JobRow) -> None:
         db.commit()
     except Exception as err:  # the reaper / a later resume re-sends it
         log.warning("could not enqueue %s: %s", job.id, err)
-        add_event(db, job.id, "The job queue could not be reached; the job stays queued and "
-                              "will be sent again automatically.", level="warn")
+        add_event(db, job.id, "The job queue could not be reached; the job stays queued and will be sent again "
+                              "automatically.", kind="requeued", level="warn")
         db.commit()
 
 
@@ -92,12 +86,12 @@ def create_job(body: JobCreate, db: DB, registry: Registry, store: Artifacts, ca
         if earlier := _replay(db, caller, idempotency_key or "", digest or ""):
             return FineTuningJob.from_row(earlier)
         raise
-    add_event(db, job.id, f"Validating training file: {resolved.training_file.id}")
+    add_event(db, job.id, f"Validating training file: {resolved.training_file.id}", kind="status")
     if resolved.validation_file:
-        add_event(db, job.id, f"Validating validation file: {resolved.validation_file.id}")
+        add_event(db, job.id, f"Validating validation file: {resolved.validation_file.id}", kind="status")
     # Files were validated line by line at upload, so here only their existence and format matter.
     job.status = QUEUED
-    add_event(db, job.id, "Files validated, moving job to queued state")
+    add_event(db, job.id, "Files validated, moving job to queued state", kind="status")
     db.commit()  # before enqueueing: a fast worker must find the row
     _send(db, job)
     return FineTuningJob.from_row(job)
@@ -143,7 +137,7 @@ def cancel_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuning
         raise _conflict(job, "cancelled", "an unfinished", "job_not_cancellable")
     # The worker polls the row between steps and stops when it sees `cancelled`.
     job.status, job.finished_at = CANCELLED, now()
-    add_event(db, job.id, "Job cancelled")
+    add_event(db, job.id, "Job cancelled", kind="status")
     db.commit()
     return FineTuningJob.from_row(job)
 
@@ -156,7 +150,7 @@ def pause_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuningJ
     # A running worker sees the status change at its next step, saves a checkpoint and exits; a
     # queued job's message finds it paused and is dropped (the worker only starts queued jobs).
     job.status = PAUSED
-    add_event(db, job.id, "Job paused")
+    add_event(db, job.id, "Job paused", kind="status")
     db.commit()
     return FineTuningJob.from_row(job)
 
@@ -171,7 +165,7 @@ def resume_job(db: DB, caller: CallerDep, fine_tuning_job_id: str) -> FineTuning
         raise APIError(409, f"Job {job.id!r} is still stopping; retry in a few seconds.",
                        param="fine_tuning_job_id", code="job_still_pausing", headers={"retry-after": "2"})
     job.status = QUEUED
-    add_event(db, job.id, "Job resumed; it continues from its latest checkpoint")
+    add_event(db, job.id, "Job resumed; it continues from its latest checkpoint", kind="status")
     db.commit()
     _send(db, job)
     return FineTuningJob.from_row(job)

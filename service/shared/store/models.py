@@ -7,8 +7,7 @@ import secrets
 import time
 from typing import Literal
 
-from sqlalchemy import (JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
-                        false)
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -108,6 +107,7 @@ class EventRow(Base):
     level: Mapped[str] = mapped_column(String(16), default="info")
     message: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16), default="message")  # message | metrics
+    kind: Mapped[str] = mapped_column(String(32), default="message", server_default="message")  # events.EventKind
     data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
