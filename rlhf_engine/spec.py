@@ -94,9 +94,12 @@ class TrainingHyperparameters(StrictModel):
         return 4 if self.batch_size == "auto" else self.batch_size
 
     @property
+    def lr_multiplier(self) -> float:
+        return 1.0 if self.learning_rate_multiplier == "auto" else self.learning_rate_multiplier
+
+    @property
     def lr(self) -> float:
-        mult = 1.0 if self.learning_rate_multiplier == "auto" else self.learning_rate_multiplier
-        return self.learning_rate * mult
+        return self.learning_rate * self.lr_multiplier
 
 
 class DpoHyperparameters(TrainingHyperparameters):

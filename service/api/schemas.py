@@ -182,13 +182,12 @@ class FineTuningJob(Response):
     def from_row(cls, row: JobRow) -> "FineTuningJob":
         method = Method.model_validate(row.method)
         hp = method.hyperparameters
-        lrm = hp.learning_rate_multiplier
         return cls(
             id=row.id, created_at=row.created_at, error=JobError(**row.error) if row.error else None,
             fine_tuned_model=row.fine_tuned_model, finished_at=row.finished_at,
             # The values the engine will use, "auto" resolved (rlhf_engine.spec owns the defaults).
             hyperparameters=Hyperparameters(n_epochs=hp.epochs, batch_size=hp.examples_per_step,
-                                            learning_rate_multiplier=1.0 if lrm == "auto" else lrm),
+                                            learning_rate_multiplier=hp.lr_multiplier),
             model=row.model, seed=row.seed, status=row.status, trained_tokens=row.trained_tokens,
             result_files=row.result_files or [], integrations=row.integrations or [],
             training_file=row.training_file, validation_file=row.validation_file,

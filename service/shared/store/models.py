@@ -136,7 +136,6 @@ class CheckpointRow(Base):
     metrics: Mapped[dict] = mapped_column(JSON)
     storage_key: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
-    is_final: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ProjectRow(Base):
