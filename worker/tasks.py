@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select, update
 
+from rlhf_engine import layout
 from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
@@ -203,7 +204,7 @@ def _latest_checkpoint(db: str, store: ArtifactStore, job_id: str) -> tuple[int,
     # reaper requeues the job, rather than restarting it from scratch over its checkpoints.
     for step, key in with_retry(read, "list checkpoints"):
         path = store.local_dir(key)
-        if (path / "state.pt").exists():
+        if (path / layout.STATE).exists():
             return step, path
     return None
 
@@ -349,7 +350,7 @@ def _adapter_dir(store: ArtifactStore, key: str) -> Path:
     path = store.local_dir(key)
     if not path.is_dir():
         raise MissingStart(f"the adapter the job starts from ({key}) is missing from the artifact store")
-    return path if (path / "adapter_config.json").exists() else path / "adapter"
+    return path if (path / layout.ADAPTER_CONFIG).exists() else path / layout.ADAPTER
 
 
 def _integrations(db: str, job: JobRow) -> list[Tracker]:
