@@ -18,4 +18,6 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   rm -f "$log"
 fi
 python -m tests.preflight engine test
+# The linter first: it takes a second, and its configuration is [tool.ruff] in pyproject.toml.
+python -m ruff check .
 exec python -m pytest -q -p no:cacheprovider --timeout=900 "$@"
