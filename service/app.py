@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from service import migrate
 from service.api import auth, dashboard, errors, limits, observability, sse
-from service.api.routes import files, job_outputs, jobs, models, ops
+from service.api.routes import chat, files, job_outputs, jobs, models, ops
 from service.shared.logging import configure_logging
 from service.shared.settings import get_settings
 
@@ -61,7 +61,7 @@ def create_app() -> FastAPI:
     app.add_middleware(limits.UploadGate, identify=auth.limit_key)  # inner: only uploads within the size limit
     app.add_middleware(limits.BodySizeLimit)
     app.add_middleware(observability.RequestContext)
-    for router in (files.router, jobs.router, job_outputs.router, models.router):
+    for router in (files.router, jobs.router, job_outputs.router, models.router, chat.router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops.router)
     app.include_router(dashboard.router)  # the web dashboard (service/api/dashboard/) at /dashboard

@@ -9,9 +9,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.shared import model_names
 from service.api.errors import not_found
-from service.shared.store.models import SUCCEEDED, FileRow, JobRow
+from service.shared import model_names
+from service.shared.model_names import job_model_name
+from service.shared.store.models import SUCCEEDED, CheckpointRow, FileRow, JobRow
 
 
 def get_file(db: Session, project_id: str, file_id: str) -> FileRow:
@@ -44,3 +45,17 @@ def get_fine_tuned_model(db: Session, project_id: str, name: str, *, for_update:
     if row is None or row.fine_tuned_model != name:
         raise not_found("model", name, param="model")
     return row
+
+
+def get_checkpoint_model(db: Session, project_id: str, name: str) -> tuple[JobRow, CheckpointRow]:
+    """The job and checkpoint a `...:ckpt-step-N` name points at, in any state of the job (its
+    checkpoints are listed while it runs); the name must be exactly the job's."""
+    parsed = model_names.parse(name)
+    if parsed is not None and parsed.step is not None:
+        job = db.scalar(select(JobRow).where(JobRow.id == parsed.job_id, JobRow.project_id == project_id))
+        if job is not None and job_model_name(job) == parsed.model:
+            ckpt = db.scalar(select(CheckpointRow).where(CheckpointRow.job_id == job.id,
+                                                         CheckpointRow.step_number == parsed.step))
+            if ckpt is not None:
+                return job, ckpt
+    raise not_found("model", name, param="model")
