@@ -18,6 +18,9 @@ Conventions (one table, so clients and tests can rely on them):
     503     server_error            dependency_unavailable               /readyz: database, broker or
                                                                          artifact store down
     503     server_error            artifact_store_unavailable           the S3 bucket could not be used
+    503     server_error            inference_not_configured,            chat completions without an
+                                    inference_backend_unavailable        RLHF_INFERENCE_URL, or it is down
+    502     server_error            inference_backend_error              the inference backend failed
 
 OpenAI itself answers body validation with 400 (not FastAPI's 422), so we do too, and `param` is
 the dotted path of the offending field (`method.dpo.hyperparameters.beta`).
