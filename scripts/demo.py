@@ -3,7 +3,9 @@
 Starts `uvicorn service.app:app` and `celery -A worker.celery_app worker` on SQLite and kombu's
 SQLAlchemy transport (files under .rlhf/demo), uploads the bundled `concise` preference dataset,
 trains a DPO LoRA adapter on smollm2-135m-instruct, downloads it, and prints a held-out answer
-before and after. Everything it prints comes from this run.
+before and after. It ends by chatting with the base and the fine-tuned model through
+`/v1/chat/completions` with the official `openai` client, served by `python -m worker.serve`
+(RLHF_INFERENCE_URL). Everything it prints comes from this run.
 """
 
 from __future__ import annotations
@@ -26,12 +28,35 @@ HOME = REPO / ".rlhf" / "demo"
 DATA = REPO / "rlhf_engine" / "datasets"
 MODEL = "smollm2-135m-instruct"
 PORT = int(os.environ.get("DEMO_PORT", "8765"))
+SERVE_PORT = int(os.environ.get("DEMO_SERVE_PORT", "8766"))  # the built-in inference server
 HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5, "beta": 0.1}
 QUESTIONS = ["What is the capital of Portugal?", "How many legs does a spider have?"]
 
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def chat(fine_tuned: str, serve: subprocess.Popen) -> None:
+    """The user's last step, as with OpenAI: chat with the fine-tuned model by its name."""
+    from openai import OpenAI
+
+    for _ in range(300):  # the inference server loads the base once
+        if serve.poll() is not None:
+            raise RuntimeError((HOME / "serve.log").read_text()[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{SERVE_PORT}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    client = OpenAI(base_url=f"http://127.0.0.1:{PORT}/v1", api_key="local")
+    print(f"\n[demo] chat through /v1/chat/completions: {MODEL} vs {fine_tuned}")
+    for q in QUESTIONS:
+        t = time.time()
+        replies = [client.chat.completions.create(model=name, messages=[{"role": "user", "content": q}],
+                                                  temperature=0, max_tokens=64).choices[0].message.content
+                   for name in (MODEL, fine_tuned)]
+        print(f"Q: {q}\n  base:       {replies[0]}\n  fine-tuned: {replies[1]}   ({time.time() - t:.1f}s for both)")
 
 
 def main() -> int:
@@ -42,7 +67,8 @@ def main() -> int:
            "RLHF_DATABASE_URL": f"sqlite:///{HOME}/rlhf.db",
            "RLHF_BROKER_URL": f"sqla+sqlite:///{HOME}/broker.db",
            "RLHF_ARTIFACTS_DIR": str(HOME / "artifacts"),
-           "RLHF_MODEL_CACHE_DIR": str(REPO / ".rlhf" / "models")}
+           "RLHF_MODEL_CACHE_DIR": str(REPO / ".rlhf" / "models"),
+           "RLHF_INFERENCE_URL": f"http://127.0.0.1:{SERVE_PORT}"}
     os.environ.update(env)
 
     # The base model's answers first (this also materialises the model cache the worker reuses).
@@ -59,6 +85,9 @@ def main() -> int:
     api = start([sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(PORT)], env, HOME / "api.log")
     worker = start([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO"],
                    env, HOME / "worker.log")
+    # Started now so that it has loaded the base by the time the job is done.
+    serve = start([sys.executable, "-m", "worker.serve", "--port", str(SERVE_PORT), "--preload", MODEL],
+                  env, HOME / "serve.log")
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}/v1", timeout=60)
         for _ in range(100):
@@ -99,10 +128,11 @@ def main() -> int:
         adapter_dir = HOME / "adapter"
         zipfile.ZipFile(io.BytesIO(archive.content)).extractall(adapter_dir)
         print(f"[demo] adapter downloaded to {adapter_dir}: {sorted(p.name for p in adapter_dir.iterdir())}")
+        chat(job["fine_tuned_model"], serve)
     finally:
-        for proc in (worker, api):
+        for proc in (serve, worker, api):
             proc.terminate()
-        for proc in (worker, api):
+        for proc in (serve, worker, api):
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
