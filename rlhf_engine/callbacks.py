@@ -26,6 +26,20 @@ class Reporter(Protocol):
     def should_stop(self) -> bool:
         """Polled between steps: True asks the engine to stop cleanly (cancel, pause, shutdown)."""
 
+    def samples(self, step: int, items: list[dict]) -> None:
+        """The model's greedy replies to a few held-out prompts at an evaluation (step 0: the
+        base model's). Each item: {"index", "prompt": messages, "completion": the first reply,
+        "dialogue": the messages after the prompt (online methods) or None}. Optional: the
+        engine sends it through `report_samples`, so a reporter without it still works."""
+
+
+def report_samples(reporter: Reporter, step: int, items: list[dict]) -> None:
+    """`reporter.samples(step, items)` where the reporter has it; nothing otherwise (reporters
+    written before samples existed, in scripts and tests, keep working unchanged)."""
+    samples = getattr(reporter, "samples", None)
+    if samples is not None:
+        samples(step, items)
+
 
 class NullReporter:
     """Reports nothing; handy for scripts and tests."""
@@ -41,3 +55,6 @@ class NullReporter:
 
     def should_stop(self):
         return False
+
+    def samples(self, step, items):
+        pass

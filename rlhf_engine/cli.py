@@ -7,7 +7,8 @@ The config is the jobs API body with file paths instead of file ids (rlhf_engine
     method: {type: dpo, dpo: {hyperparameters: {beta: 0.1, n_epochs: 1}}}
     output_dir: runs/my-run
 
-Metrics go to stdout as JSON lines; a progress bar goes to stderr.
+Metrics, events and the samples of each evaluation go to stdout as JSON lines; a progress bar
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 
 class ConsoleReporter:
-    """Metrics and events as JSON lines on stdout, a progress bar on stderr."""
+    """Metrics, events and samples as JSON lines on stdout, a progress bar on stderr."""
 
     def __init__(self, out=sys.stdout):
         self.out, self.bar = out, None
@@ -45,6 +46,9 @@ class ConsoleReporter:
 
     def checkpoint(self, step, path, metrics):
         self._emit({"type": "checkpoint", "step": step, "path": str(path)})
+
+    def samples(self, step, items):
+        self._emit({"type": "samples", "step": step, "items": items})
 
     def should_stop(self):
         return False

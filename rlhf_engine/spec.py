@@ -102,7 +102,15 @@ class TrainingHyperparameters(StrictModel):
         return self.learning_rate * self.lr_multiplier
 
 
-class DpoHyperparameters(TrainingHyperparameters):
+class EvalSamples(StrictModel):
+    """Replies shown while a method that generates trains (rlhf_engine/samples.py): at every
+    evaluation, and once from the base model at step 0. Not for reward models, which only score."""
+
+    eval_samples: int = Field(4, ge=0, le=32, description="held-out prompts replied to, greedy, at each evaluation "
+                                                          "and by the base at step 0; 0 = off")
+
+
+class DpoHyperparameters(TrainingHyperparameters, EvalSamples):
     beta: Union[Auto, float] = Field("auto", description="KL strength; auto = 0.1")
     loss_type: PreferenceLoss = "sigmoid"
     # Weighted sum of losses, e.g. {"sigmoid": 1.0, "sft": 0.1}; overrides loss_type when given.
@@ -133,7 +141,7 @@ class DpoHyperparameters(TrainingHyperparameters):
         return dict(self.loss_weights) if self.loss_weights else {self.loss_type: 1.0}
 
 
-class SupervisedHyperparameters(TrainingHyperparameters):
+class SupervisedHyperparameters(TrainingHyperparameters, EvalSamples):
     pass
 
 
@@ -172,7 +180,7 @@ class DialogueRollouts(StrictModel):
     user: UserSimulator = Field(default_factory=UserSimulator)
 
 
-class OnlineHyperparameters(TrainingHyperparameters, RolloutSampling):
+class OnlineHyperparameters(TrainingHyperparameters, RolloutSampling, EvalSamples):
     """REBEL and REFUEL: collect with pi_t, regress reward differences, repeat."""
 
     eta: float = Field(1.0, gt=0, le=1e4, description="scales the reward difference (paper: 1/eta on the log-ratio)")
@@ -316,7 +324,8 @@ class TrainConfig(StrictModel):
 
 
 __all__ = [
-    "ACCEPTED_FORMATS", "DialogueDpoHyperparameters", "DialogueRollouts", "DpoHyperparameters", "LoraSpec",
+    "ACCEPTED_FORMATS", "DialogueDpoHyperparameters", "DialogueRollouts", "DpoHyperparameters", "EvalSamples",
+    "LoraSpec",
     "Method", "MethodType", "OnlineHyperparameters", "RebelHyperparameters", "RefuelHyperparameters",
     "RewardModelHyperparameters", "RewardSource", "RolloutSampling", "SupervisedHyperparameters", "TrainConfig",
     "TrainingHyperparameters", "UserSimulator",

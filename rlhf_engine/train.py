@@ -1,8 +1,10 @@
 """The one training loop every gradient-based method uses.
 
 An algorithm supplies `num_examples`, `loss(model, indices) -> (loss, stats, tokens)` and
-`evaluate(model)`; stats may be tensors on the model's device, which the loop averages there and
-reads back once per step (a `.item()` per micro-batch would stall the GPU each time). The loop owns the data order, gradient accumulation, clipping, the LR schedule,
+`evaluate(model)`; a job may add `samples(model, step)` (rlhf_engine/samples.py), which reports
+the model's replies at each evaluation. Stats may be tensors on the model's device, which the
+loop averages there and reads back once per step (a `.item()` per micro-batch would stall the GPU
+each time). The loop owns the data order, gradient accumulation, clipping, the LR schedule,
 evaluation, checkpoints, exact resume and reporting. Data order is a pure function of
 (seed, epoch), and the RNG state travels in checkpoints, so a resumed run retraces an
 uninterrupted one step for step.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +77,8 @@ def make_optimizer(model, hp: TrainingHyperparameters, total_steps: int):
 
 
 def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Reporter, out_dir: Path,
-        resume_from: Path | None = None, step_offset: int = 0, precision: Precision | None = None) -> FitResult:
+        resume_from: Path | None = None, step_offset: int = 0, precision: Precision | None = None,
+        samples: Callable[[object, int], None] | None = None) -> FitResult:
     """Train `model` (a peft model) on `algo` for hp.epochs; checkpoints go to out_dir/checkpoints.
 
     step_offset shifts the reported step numbers (online methods call fit once per iteration).
@@ -129,18 +133,18 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         state.trained_tokens += tokens
         elapsed = time.perf_counter() - started
 
-        last = {**stats, "learning_rate": lr,
-                "tokens_per_second": tokens / elapsed, "step_time": elapsed, "epoch": epoch + (within + 1) / steps_per_epoch}
+        last = {**stats, "learning_rate": lr, "tokens_per_second": tokens / elapsed, "step_time": elapsed,
+                "epoch": epoch + (within + 1) / steps_per_epoch}
         step = state.step + step_offset
         reporter.metrics(step, last, total_steps=total + step_offset)
 
         if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total:
-            _evaluate(model, algo, reporter, step, precision)
+            _evaluate(model, algo, reporter, step, precision, samples)
         if state.step % ckpt_every == 0 or state.step == total:
             _save(model, optimizer, scheduler, state, out_dir, step, last, reporter)
             last_saved = state.step
 
-    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision)
+    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision, samples)
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
 
 
@@ -149,11 +153,14 @@ def _save(model, optimizer, scheduler, state, out_dir: Path, step: int, metrics:
     reporter.checkpoint(step, path, metrics)
 
 
-def _evaluate(model, algo, reporter: Reporter, step: int, precision: Precision) -> dict[str, float] | None:
+def _evaluate(model, algo, reporter: Reporter, step: int, precision: Precision,
+              samples=None) -> dict[str, float] | None:
     model.eval()
     try:
         with precision.autocast():
             values = algo.evaluate(model)
+            if samples is not None:  # also without a validation set: samples have prompts of their own
+                samples(model, step)
     finally:
         model.train()
     if values:

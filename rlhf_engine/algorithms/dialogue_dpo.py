@@ -47,6 +47,7 @@ from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.rollout.backend import make_backend
 from rlhf_engine.rollout.collect import collect_refuel
 from rlhf_engine.rollout.dialogue import Dialogue, Roller, Seed, Turn
+from rlhf_engine.samples import dialogue_samples
 
 
 @dataclass
@@ -155,6 +156,9 @@ def train(job: Job) -> RunResult:
     config, hp, reporter = job.config, job.hp, job.reporter
     pad_id = tokenizer.pad_token_id
     dialogues = Dialogues.of(job, model, tokenizer)
+    samples = dialogue_samples(job, tokenizer, dialogues.eval_seeds, dialogues.users, hp.num_turns)
+    if samples:
+        samples.base(model)
 
     data_path = job.out_dir / "dialogue_dpo" / "pairs.json"
     if job.resume_from is not None and data_path.exists():
@@ -166,7 +170,8 @@ def train(job: Job) -> RunResult:
                         dialogues.sampling)  # pi_ref
         collect = collect_last_turn if job.method == "dpo_last_turn" else collect_multi_turn
         comparisons = collect(roller, iteration_seeds(dialogues.seeds, hp.rollouts, 1, config.seed),
-                              num_turns=hp.num_turns, seed=config.seed * 1000 + 1)  # REFUEL's iteration-1 collection seed
+                              # REFUEL's iteration-1 collection seed
+                              num_turns=hp.num_turns, seed=config.seed * 1000 + 1)
         pairs, stats = rank(comparisons, dialogues.scorer, hp.max_length)
         stats["rollout/collect_seconds"] = time.perf_counter() - started
         data_path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +184,8 @@ def train(job: Job) -> RunResult:
         raise JobInputError("no usable preference pair: every comparison tied, failed to score or was too long")
 
     ref, _ = reference_logps(job, model, pad_id, pairs)
-    outcome = save_result(job, model, fit(job, model, DPO(hp, pairs, ref, pad_id, packing=config.packing), what="pairs"))
+    algo = DPO(hp, pairs, ref, pad_id, packing=config.packing)
+    outcome = save_result(job, model, fit(job, model, algo, what="pairs", samples=samples))
     if not outcome.stopped:
         outcome.summary.update(collection=stats, evaluation=dialogues.evaluate_against_base(job, model, tokenizer,
                                                                                              hp.num_turns))

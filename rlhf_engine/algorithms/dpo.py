@@ -20,6 +20,7 @@ from rlhf_engine.job import Job, fit, load_pairs, load_policy, reference_logps, 
 from rlhf_engine.logprobs import completion_logps
 from rlhf_engine.outcome import RunResult
 from rlhf_engine.pair_batches import make_batch
+from rlhf_engine.samples import offline_samples
 from rlhf_engine.spec import DpoHyperparameters
 
 
@@ -97,4 +98,7 @@ def train(job: Job) -> RunResult:
     pad_id, packing = tokenizer.pad_token_id, job.config.packing
     ref, eval_ref = reference_logps(job, model, pad_id, pairs, eval_pairs)
     algo = DPO(job.hp, pairs, ref, pad_id, eval_pairs, eval_ref, packing=packing)
-    return save_result(job, model, fit(job, model, algo))
+    samples = offline_samples(job, tokenizer)
+    if samples:
+        samples.base(model)
+    return save_result(job, model, fit(job, model, algo, samples=samples))

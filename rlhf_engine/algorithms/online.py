@@ -38,6 +38,7 @@ from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
 from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.users import make_users
+from rlhf_engine.samples import dialogue_samples
 from rlhf_engine.spec import ACCEPTED_FORMATS
 from rlhf_engine.train import epoch_micro_batches
 
@@ -209,6 +210,9 @@ def train(job: Job) -> RunResult:
     seeds, scorer = dialogues.seeds, dialogues.scorer
     roller = Roller(tokenizer, make_backend(model, tokenizer), dialogues.users, dialogues.sampling)
     num_turns = hp.num_turns if refuel else 1
+    samples = dialogue_samples(job, tokenizer, dialogues.eval_seeds, dialogues.users, num_turns)
+    if samples:
+        samples.base(model)
 
     start, step, tokens, resumed = 1, 0, 0, None
     if resume_from is not None:
@@ -243,8 +247,8 @@ def train(job: Job) -> RunResult:
             data_path.parent.mkdir(parents=True, exist_ok=True)
             data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
         reporter.event(
-            f"Iteration {t}/{hp.iterations}: collected {len(pairs)} pairs, mean reward {stats['rollout/reward_mean']:.3f}, "
-            f"reward gap {stats['rollout/reward_gap']:.3f}"
+            f"Iteration {t}/{hp.iterations}: collected {len(pairs)} pairs, "
+            f"mean reward {stats['rollout/reward_mean']:.3f}, reward gap {stats['rollout/reward_gap']:.3f}"
             + (f", KL to base {stats['rollout/kl_to_base']:.3f}" if "rollout/kl_to_base" in stats else "")
             + f" ({stats['rollout/collect_seconds']:.1f}s)", data={"iteration": t, **stats})
         if not pairs:
@@ -258,7 +262,7 @@ def train(job: Job) -> RunResult:
         marks = _MarkCheckpoints(reporter, {"iteration": t, "step_offset": step, "tokens_before": tokens})
         t_fit = time.perf_counter()
         result = fit(job, model, algo, what="", hp=fit_hp, seed=config.seed + t, reporter=marks,
-                     resume_from=resume_from if resumed and t == start else None, step_offset=step)
+                     resume_from=resume_from if resumed and t == start else None, step_offset=step, samples=samples)
         # result counts this iteration's steps and tokens, including any restored from the checkpoint.
         step, tokens, last = step + result.steps, tokens + result.trained_tokens, result.final_metrics
         if result.stopped:

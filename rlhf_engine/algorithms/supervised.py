@@ -10,6 +10,7 @@ from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.job import Job, fit, load_pairs, load_policy, save_result
 from rlhf_engine.logprobs import completion_logps_and_hits
 from rlhf_engine.outcome import RunResult
+from rlhf_engine.samples import offline_samples
 
 
 class SFT:
@@ -46,4 +47,7 @@ def train(job: Job) -> RunResult:
     """`method.type = "supervised"`: SFT on the file's preferred (or chat) completions."""
     model, tokenizer = load_policy(job)
     pairs, eval_pairs = load_pairs(job, tokenizer)
-    return save_result(job, model, fit(job, model, SFT(pairs, tokenizer.pad_token_id, eval_pairs)))
+    samples = offline_samples(job, tokenizer)
+    if samples:
+        samples.base(model)
+    return save_result(job, model, fit(job, model, SFT(pairs, tokenizer.pad_token_id, eval_pairs), samples=samples))

@@ -8,6 +8,9 @@ sequence of TFRecords
 
 where Event is {1: wall_time (double), 2: step (int64), 3: file_version (string),
 5: summary {1: value {1: tag (string), 2: simple_value (float)}}, 7: session_log {1: status}}.
+Text (the samples of an evaluation) is a value with {8: tensor {1: dtype DT_STRING, 8: string_val}}
+and {9: metadata {1: plugin_data {1: plugin_name "text"}}}, which TensorBoard's Text tab reads as
+Markdown.
 
 Each writer opens a new file; when a run resumes from a checkpoint it first writes a
 SessionLog START at the resumed step, which tells TensorBoard to drop the steps at and after it
@@ -96,6 +99,18 @@ def _scalar_summary(values: dict[str, float]) -> bytes:
     return bytes(out)
 
 
+DT_STRING = 7  # tensorflow's DataType enum
+_TEXT_PLUGIN = _field_bytes(1, _field_bytes(1, b"text"))  # metadata {plugin_data {plugin_name}}
+
+
+def _text_summary(texts: dict[str, str]) -> bytes:
+    out = bytearray()
+    for tag, text in texts.items():
+        tensor = b"\x08" + _varint(DT_STRING) + _field_bytes(8, text.encode())  # dtype, string_val
+        out += _field_bytes(1, _field_bytes(1, tag.encode()) + _field_bytes(8, tensor) + _field_bytes(9, _TEXT_PLUGIN))
+    return bytes(out)
+
+
 def _record(data: bytes) -> bytes:
     header = struct.pack("<Q", len(data))
     return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
@@ -129,6 +144,11 @@ class EventFileWriter:
         if clean:
             self._write(_event(wall_time or time.time(), step, summary=_scalar_summary(clean)))
 
+    def add_texts(self, step: int, texts: dict[str, str], wall_time: float | None = None) -> None:
+        """Markdown texts by tag at `step` (TensorBoard's Text tab)."""
+        if texts:
+            self._write(_event(wall_time or time.time(), step, summary=_text_summary(texts)))
+
     def session_start(self, step: int) -> None:
         """Tell readers that a (resumed) run starts at `step`: earlier-logged steps >= it are stale."""
         self._write(_event(time.time(), step, session_status=SESSION_START))
@@ -140,7 +160,8 @@ class EventFileWriter:
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """Parse an event file written here, checking every CRC (tests, debugging). Returns dicts with
-    wall_time, step and, when present, file_version, scalars {tag: value} and session_status."""
+    wall_time, step and, when present, file_version, scalars {tag: value}, texts {tag: text} and
+    session_status."""
     data = Path(path).read_bytes()
     events, pos = [], 0
     while pos < len(data):
@@ -196,16 +217,19 @@ def _parse_event(body: bytes) -> dict[str, Any]:
         elif number == 3:
             out["file_version"] = value.decode()
         elif number == 5:
-            scalars = out.setdefault("scalars", {})
             for _, v in _fields(value):
-                tag, simple = None, None
+                tag, simple, text = None, None, None
                 for n, x in _fields(v):
                     if n == 1:
                         tag = x.decode()
                     elif n == 2:
                         simple = struct.unpack("<f", x)[0]
+                    elif n == 8:
+                        text = b"".join(s for k, s in _fields(x) if k == 8).decode()
                 if tag is not None and simple is not None:
-                    scalars[tag] = simple
+                    out.setdefault("scalars", {})[tag] = simple
+                if tag is not None and text is not None:
+                    out.setdefault("texts", {})[tag] = text
         elif number == 7:
             out["session_status"] = dict(_fields(value)).get(1, 0)
     return out

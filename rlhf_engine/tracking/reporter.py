@@ -15,6 +15,7 @@ import logging
 import math
 from pathlib import Path
 
+from rlhf_engine.callbacks import report_samples
 from rlhf_engine.tracking.event_file import EventFileWriter
 from rlhf_engine.tracking.trackers import Tracker
 
@@ -24,8 +25,10 @@ log = logging.getLogger(__name__)
 class TensorBoardReporter:
     """A Reporter that forwards everything to `inner` and also writes every metrics call as
     TensorBoard scalars under `logdir` (train keys as `train/<key>`, `eval/...` keys as they are),
-    plus to any `trackers`. Attributes it does not have are read from `inner` (the worker reads
-    `stop_reason` and `last_step` of its DbReporter through it)."""
+    plus to any `trackers`, and each evaluation's samples as text (`samples/<index>`, one per
+    prompt, so TensorBoard's Text tab shows a prompt's replies step by step). Attributes it does
+    not have are read from `inner` (the worker reads `stop_reason` and `last_step` of its
+    DbReporter through it)."""
 
     def __init__(self, inner, logdir: str | Path, trackers: list[Tracker] | None = None):
         self.inner = inner
@@ -74,6 +77,15 @@ class TensorBoardReporter:
     def checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
         self.inner.checkpoint(step, path, metrics)
 
+    def samples(self, step: int, items: list[dict]) -> None:
+        report_samples(self.inner, step, items)
+        writer = self._file(step)
+        if writer is not None:
+            try:
+                writer.add_texts(step, {f"samples/{item['index']}": sample_markdown(item) for item in items})
+            except (OSError, ValueError):
+                log.exception("could not write TensorBoard samples at step %s", step)
+
     def should_stop(self) -> bool:
         return self.inner.should_stop()
 
@@ -86,3 +98,14 @@ class TensorBoardReporter:
             except Exception:
                 log.exception("could not close tracker %s", type(tracker).__name__)
         self.trackers = []
+
+
+def sample_markdown(item: dict) -> str:
+    """One sample as Markdown: the prompt's turns, then the reply (or the dialogue after it).
+    Each message is a quoted block, so the model's own Markdown cannot swallow the labels."""
+    def block(message: dict) -> str:
+        quoted = "\n".join(f"> {line}" for line in (message["content"] or " ").splitlines())
+        return f"**{message['role']}**\n\n{quoted}"
+
+    after = item.get("dialogue") or [{"role": "assistant", "content": item["completion"]}]
+    return "\n\n".join(block(m) for m in [*item["prompt"], *after])
