@@ -3,8 +3,8 @@
 - Request id: an incoming `x-request-id` is kept if it looks sane (it lets a proxy or a client
   correlate), otherwise a new one is made; it is returned in `x-request-id` and attached to every
   log line written while the request runs (service/shared/logging.py writes the lines).
-- HTTP metrics: request counts and latency by method, route template (never the raw path: ids
-  would explode the label set) and status, rendered by service/api/routes/ops.py.
+- HTTP metrics: request counts and latency by method, route template and status, recorded in
+  service/api/metrics.py (prometheus-client) and rendered by service/api/routes/ops.py.
 
 A pure ASGI middleware rather than BaseHTTPMiddleware, so streamed responses (server-sent events)
 pass through untouched.
@@ -14,45 +14,16 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
-from collections import defaultdict
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import metrics
 from service.shared.logging import request_id_var
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("service.access")
-
-# ---- HTTP metrics --------------------------------------------------------------------------------
-
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-class HttpStats:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.count: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
-        self.buckets: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * len(BUCKETS))
-        self.observed: dict[tuple[str, str], int] = defaultdict(int)
-
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        with self.lock:
-            self.count[(method, route, str(status))] += 1
-            key = (method, route)
-            self.seconds[key] += seconds
-            self.observed[key] += 1
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    self.buckets[key][i] += 1
-
-
-HTTP = HttpStats()
-
-# ---- the middleware ------------------------------------------------------------------------------
 
 
 def _route_template(scope: Scope) -> str:
@@ -85,7 +56,7 @@ class RequestContext:
         finally:
             seconds = time.perf_counter() - start
             path = scope.get("path", "")
-            HTTP.observe(scope["method"], _route_template(scope), status, seconds)
+            metrics.observe(scope["method"], _route_template(scope), status, seconds)
             access_log.info("%s %s %s", scope["method"], path, status, extra={
                 "request_id": rid, "method": scope["method"], "path": path, "status": status,
                 "duration_ms": round(seconds * 1000, 2)})

@@ -5,7 +5,9 @@
   SQLAlchemy transport: a connection to its database) and, when one is configured, the artifact
   bucket answers HEAD. 503 with the envelope naming the failing dependency, so a load balancer
   stops routing to a replica that cannot work.
-- `/metrics`: Prometheus text format (written by hand: a few gauges need no client library).
+- `/metrics`: Prometheus text format: job and queue gauges read at scrape time (the database and
+  the broker are the same for every process) and the HTTP metrics of every API process
+  (service/api/metrics.py).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import create_engine, func, select, text
 
 from rlhf_engine.model_registry import ModelRegistry
+from service.api import metrics
 from service.api.deps import Artifacts, Registry, SettingsDep
 from service.api.errors import SERVER_ERROR, APIError
-from service.api.observability import BUCKETS, HTTP
+from service.api.metrics import GaugeMetricFamily
 from service.shared.settings import Settings
 from service.shared.store.models import RUNNING, JobRow, MetricRow
 from service.shared.store.session import get_engine, session_scope
@@ -81,16 +84,7 @@ def readyz(settings: SettingsDep, store: Artifacts) -> dict[str, str]:
     return {"status": "ready"}
 
 
-def _line(name: str, value: float, **labels: str) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-                         for k, v in labels.items())
-        return f"{name}{{{inner}}} {value}"
-    return f"{name} {value}"
-
-
-def _job_lines(settings: Settings) -> list[str]:
-    out = ["# HELP rlhf_jobs Jobs by status.", "# TYPE rlhf_jobs gauge"]
+def _job_gauges(settings: Settings) -> list[GaugeMetricFamily]:
     with session_scope(settings.database_url) as s:
         counts = dict(s.execute(select(JobRow.status, func.count()).group_by(JobRow.status)).all())
         running = s.execute(select(JobRow.id, JobRow.project_id).where(JobRow.status == RUNNING)).all()
@@ -99,17 +93,24 @@ def _job_lines(settings: Settings) -> list[str]:
             values = s.scalar(select(MetricRow.values).where(MetricRow.job_id == job_id, MetricRow.kind == "train")
                               .order_by(MetricRow.step.desc()).limit(1))
             latest[(job_id, project_id)] = values or {}
+    jobs = GaugeMetricFamily("rlhf_jobs", "Jobs by status.", labels=["status"])
     for status in ("validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"):
-        out.append(_line("rlhf_jobs", counts.pop(status, 0), status=status))
-    out += [_line("rlhf_jobs", n, status=status) for status, n in counts.items()]
-    for metric, key, help_ in (("rlhf_job_step_seconds", "step_time", "Latest step time of a running job."),
-                               ("rlhf_job_tokens_per_second", "tokens_per_second", "Latest tokens/s of a running job.")):
-        out += [f"# HELP {metric} {help_}", f"# TYPE {metric} gauge"]
-        out += [_line(metric, v[key], job_id=j, project=p) for (j, p), v in latest.items() if key in v]
+        jobs.add_metric([status], counts.pop(status, 0))  # every status, 0 included
+    for status, n in counts.items():
+        jobs.add_metric([status], n)
+    out = [jobs]
+    for metric, key, help_ in (
+            ("rlhf_job_step_seconds", "step_time", "Latest step time of a running job."),
+            ("rlhf_job_tokens_per_second", "tokens_per_second", "Latest tokens/s of a running job.")):
+        gauge = GaugeMetricFamily(metric, help_, labels=["job_id", "project"])
+        for (job_id, project_id), values in latest.items():
+            if key in values:
+                gauge.add_metric([job_id, project_id], values[key])
+        out.append(gauge)
     return out
 
 
-def _queue_lines(settings: Settings, registry: ModelRegistry) -> list[str]:
+def _queue_gauges(settings: Settings, registry: ModelRegistry) -> list[GaugeMetricFamily]:
     """Depth of this API's queue and of every queue the registry routes a model to."""
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         return []  # only Redis queues are cheap to measure (LLEN)
@@ -119,28 +120,14 @@ def _queue_lines(settings: Settings, registry: ModelRegistry) -> list[str]:
         depths = [(q, client.llen(q)) for q in queues]
     except Exception:
         return []
-    return ["# HELP rlhf_queue_depth Messages waiting in the Celery queue.", "# TYPE rlhf_queue_depth gauge",
-            *(_line("rlhf_queue_depth", depth, queue=q) for q, depth in depths)]
-
-
-def _http_lines() -> list[str]:
-    out = ["# HELP rlhf_http_requests_total HTTP requests by method, route and status.",
-           "# TYPE rlhf_http_requests_total counter"]
-    with HTTP.lock:
-        out += [_line("rlhf_http_requests_total", n, method=m, route=r, status=s) for (m, r, s), n in HTTP.count.items()]
-        out += ["# HELP rlhf_http_request_duration_seconds HTTP request latency.",
-                "# TYPE rlhf_http_request_duration_seconds histogram"]
-        for (m, r), counts in HTTP.buckets.items():
-            out += [_line("rlhf_http_request_duration_seconds_bucket", c, method=m, route=r, le=str(b))
-                    for b, c in zip(BUCKETS, counts)]
-            out.append(_line("rlhf_http_request_duration_seconds_bucket", HTTP.observed[(m, r)], method=m, route=r, le="+Inf"))
-            out.append(_line("rlhf_http_request_duration_seconds_sum", round(HTTP.seconds[(m, r)], 6), method=m, route=r))
-            out.append(_line("rlhf_http_request_duration_seconds_count", HTTP.observed[(m, r)], method=m, route=r))
-    return out
+    gauge = GaugeMetricFamily("rlhf_queue_depth", "Messages waiting in the Celery queue.", labels=["queue"])
+    for queue, depth in depths:
+        gauge.add_metric([queue], depth)
+    return [gauge]
 
 
 @router.get("/metrics", response_class=PlainTextResponse,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
 def prometheus_metrics(settings: SettingsDep, registry: Registry) -> PlainTextResponse:
-    lines = _job_lines(settings) + _queue_lines(settings, registry) + _http_lines()
-    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    body = metrics.exposition(_job_gauges(settings) + _queue_gauges(settings, registry))
+    return PlainTextResponse(body, media_type=metrics.CONTENT_TYPE)
