@@ -1,22 +1,26 @@
 """Request limits: a per-key rate limit, oversized bodies refused before or while they are read,
 and caps on what one key (and one process) may hold open at once: uploads and event streams.
 
-Rate limit, backend "memory" (default): a token bucket per key in this process; refills at
-`rate_limit_per_minute`/60 tokens a second up to `rate_limit_burst`. With N API replicas a key
-gets N times the rate, so multi-replica deployments set RLHF_RATE_LIMIT_BACKEND=redis: a fixed
-one-minute window counted with INCR in Redis, shared by every replica.
+Rate limit: moving windows from the `limits` package, never a fixed minute (which lets a key send
+twice its rate across a minute boundary): at most `rate_limit_per_minute` requests of one key in
+any 60 seconds and, of those, at most `rate_limit_burst` in any one second (or the minute's rate
+per second, if that is more: a small burst never lowers the rate). Backend "memory" (default)
+keeps the windows in this process, so N API replicas give a key N times the rate;
+RLHF_RATE_LIMIT_BACKEND=redis keeps them in Redis, shared by every replica.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
 
 import anyio
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,65 +28,46 @@ from service.api.errors import APIError, error_response
 from service.shared.settings import Settings, get_settings
 
 
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: int):
-        self.rate, self.burst = rate_per_s, burst
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> float:
-        """0 if a token was taken, else the seconds until one is available."""
-        t = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (t - self.stamp) * self.rate)
-        self.stamp = t
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
-
-
-_buckets: dict[str, TokenBucket] = {}
-_lock = threading.Lock()  # sync routes run in a thread pool
-
-
-def _memory_wait(key_id: str, settings: Settings) -> float:
-    with _lock:
-        bucket = _buckets.get(key_id)
-        if bucket is None:
-            bucket = _buckets[key_id] = TokenBucket(settings.rate_limit_per_minute / 60,
-                                                    max(1, settings.rate_limit_burst))
-        return bucket.take()
-
-
 @lru_cache
-def _redis(url: str):
-    import redis  # installed with celery[redis]
+def _limiter(storage_uri: str) -> MovingWindowRateLimiter:
+    """One limiter per storage for the life of the process (for Redis: one connection pool)."""
+    if storage_uri == "memory://":
+        return MovingWindowRateLimiter(storage_from_string(storage_uri))
+    # Short timeouts: a request must not hang on a Redis that does not answer.
+    return MovingWindowRateLimiter(storage_from_string(storage_uri, key_prefix="rlhf:ratelimit",
+                                                       socket_timeout=1, socket_connect_timeout=1))
 
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
 
-
-def _redis_wait(key_id: str, settings: Settings) -> float:
-    url = settings.rate_limit_redis_url or settings.broker_url
-    window = int(time.time() // 60)
-    name = f"rlhf:ratelimit:{key_id}:{window}"
-    pipe = _redis(url).pipeline()
-    pipe.incr(name)
-    pipe.expire(name, 120)
-    count = pipe.execute()[0]
-    if count <= settings.rate_limit_per_minute:
-        return 0.0
-    return 60 - time.time() % 60
+def _windows(settings: Settings) -> tuple[RateLimitItem, RateLimitItem]:
+    # The burst never undercuts the rate itself: a second may always hold its share of the minute.
+    per_second = max(settings.rate_limit_burst, math.ceil(settings.rate_limit_per_minute / 60))
+    return RateLimitItemPerSecond(per_second), RateLimitItemPerMinute(settings.rate_limit_per_minute)
 
 
 def check_rate(key_id: str, settings: Settings) -> None:
     """Raise 429 with Retry-After when this key is over its rate."""
     if settings.rate_limit_per_minute <= 0:
         return
-    wait = (_redis_wait if settings.rate_limit_backend == "redis" else _memory_wait)(key_id, settings)
-    if wait > 0:
-        retry = max(1, math.ceil(wait))
-        raise APIError(429, f"Rate limit reached: {settings.rate_limit_per_minute} requests per minute "
-                            f"for this API key. Retry in {retry}s.", type="requests",
-                       code="rate_limit_exceeded", headers={"retry-after": str(retry)})
+    shared = settings.rate_limit_backend == "redis"
+    limiter = _limiter((settings.rate_limit_redis_url or settings.broker_url) if shared else "memory://")
+    windows = _windows(settings)
+    # Every window is asked before any counts the request, so a refused request is counted in none
+    # and its Retry-After is the refusing window's. A hit can still lose a race with a concurrent
+    # request of the same key: it is refused then.
+    for window in windows:
+        if not limiter.test(window, key_id):
+            raise _over(limiter, window, key_id)
+    for window in windows:
+        if not limiter.hit(window, key_id):
+            raise _over(limiter, window, key_id)
+
+
+def _over(limiter: MovingWindowRateLimiter, window: RateLimitItem, key_id: str) -> APIError:
+    # A moving window frees a slot when its oldest request leaves it.
+    retry = max(1, math.ceil(limiter.get_window_stats(window, key_id).reset_time - time.time()))
+    return APIError(429, f"Rate limit reached: {window.amount} requests per {window.GRANULARITY.name} "
+                         f"for this API key. Retry in {retry}s.", type="requests",
+                    code="rate_limit_exceeded", headers={"retry-after": str(retry)})
 
 
 async def refuse(err: APIError, scope: Scope, receive: Receive, send: Send) -> None:

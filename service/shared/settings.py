@@ -58,10 +58,12 @@ class Settings(BaseSettings):
     max_concurrent_uploads: int = 4  # per API process
     max_concurrent_jobs_per_project: int = 4  # more stay `queued` until one finishes
     quota_retry_seconds: float = 15.0  # a job held back by that limit is sent again after this
-    rate_limit_per_minute: int = 600  # per API key (open mode, no keys: not limited)
+    # Moving windows per API key (open mode, no keys: not limited; service/api/limits.py): at most
+    # rate_limit_per_minute in any 60 s and, of those, rate_limit_burst in any one second.
+    rate_limit_per_minute: int = 600
     rate_limit_burst: int = 60
-    # "memory": one token bucket per key in each API process (one replica). "redis": a shared
-    # per-minute counter in RLHF_RATE_LIMIT_REDIS_URL (or the broker, if it is Redis) for replicas.
+    # "memory": the windows live in each API process. "redis": in RLHF_RATE_LIMIT_REDIS_URL (or the
+    # broker, if it is Redis), shared by every process and replica.
     rate_limit_backend: str = "memory"
     rate_limit_redis_url: str | None = None
 
