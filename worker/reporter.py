@@ -1,8 +1,9 @@
-"""The engine's Reporter, writing to the store: events, per-step metrics, checkpoints.
+"""The engine's Reporter, writing to the store: events, per-step metrics, checkpoints, samples.
 
 Every write is its own short transaction so the API sees progress live, and is retried through
 database blips (service/shared/dbretry.py). Metrics are keyed by (job, step, kind) and overwritten on
-replay, so a job resumed after a crash never shows a step twice.
+replay, so a job resumed after a crash never shows a step twice; an evaluation's samples replace
+that step's and every later step's (a replay rewrites them all, in step order).
 
 Writes of metrics and checkpoints are fenced on the lease: they commit only while this worker
 still owns the job. A worker whose lease was taken over (it was presumed dead) stops at its next
@@ -22,7 +23,7 @@ from sqlalchemy import delete, select, update
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.shared.dbretry import StoreUnavailable, is_transient, with_retry
 from service.shared.events import EventKind, EventLevel, add_event
-from service.shared.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, new_id
+from service.shared.store.models import RUNNING, CheckpointRow, JobRow, MetricRow, SampleRow, new_id
 from service.shared.store.session import session_scope
 from worker.openai_metrics import with_openai_names
 
@@ -145,6 +146,21 @@ class DbReporter:
             add_event(s, self.job_id, f"Checkpoint saved at step {step}", kind="checkpoint", data={"step": step})
 
         self._write(body, f"record the checkpoint at step {step}")
+
+    def samples(self, step: int, items: list[dict]) -> None:
+        """An evaluation's replies (rlhf_engine/samples.py). Rows of this step and any later one go
+        first: they can only be an earlier attempt's, which this replay is rewriting, and the
+        listing's order (insertion, GET .../samples) stays the order of the steps."""
+        def body(s):
+            s.execute(delete(SampleRow).where(SampleRow.job_id == self.job_id, SampleRow.step >= step))
+            s.add_all(SampleRow(id=new_id("ftsample"), job_id=self.job_id, step=step, prompt_index=item["index"],
+                                prompt=item["prompt"], completion=item["completion"], dialogue=item.get("dialogue"))
+                      for item in items)
+            who = "the base model" if step == 0 else f"step {step}"
+            add_event(s, self.job_id, f"Samples of {who}: {len(items)} replies", kind="samples",
+                      data={"step": step, "count": len(items)})
+
+        self._write(body, f"record step {step}'s samples")
 
     # -- control ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from rlhf_engine.callbacks import EventLevel
 from rlhf_engine.spec import Method, SupervisedHyperparameters
 from service.shared import model_names
 from service.shared.events import EventKind, EventType
-from service.shared.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, now
+from service.shared.store.models import RUNNING, CheckpointRow, EventRow, FileRow, JobRow, JobStatus, SampleRow, now
 
 T = TypeVar("T")
 
@@ -252,6 +252,32 @@ class MetricPoint(Response):
     kind: str
     values: dict[str, Any]
     created_at: int
+
+
+class SampleMessage(Response):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Sample(Response):
+    """Extension: the job's greedy reply to held-out prompt `index` at an evaluation `step`; step 0
+    is the model the job started from (rlhf_engine/samples.py)."""
+
+    id: str
+    object: Literal["fine_tuning.job.sample"] = "fine_tuning.job.sample"
+    created_at: int
+    fine_tuning_job_id: str
+    step: int
+    index: int
+    prompt: list[SampleMessage]
+    completion: str = Field(description="the first reply")
+    dialogue: list[SampleMessage] | None = Field(description="online methods: every message after the prompt, "
+                                                             "simulated user turns included; otherwise null")
+
+    @classmethod
+    def from_row(cls, row: SampleRow) -> "Sample":
+        return cls(id=row.id, created_at=row.created_at, fine_tuning_job_id=row.job_id, step=row.step,
+                   index=row.prompt_index, prompt=row.prompt, completion=row.completion, dialogue=row.dialogue)
 
 
 class Model(Response):

@@ -30,6 +30,7 @@ EventKind = Literal[
     "requeued",     # the worker handed the job back (shutdown) or the queue was unreachable
     "worker_lost",  # the reaper found the job's lease lapsed (`data.lost`: how many times so far)
     "waiting",      # the project is at its concurrent-job limit; the job waits in `queued`
+    "samples",      # an evaluation's samples were stored (`data.step`, `data.count`): GET .../samples
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 

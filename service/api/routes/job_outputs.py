@@ -1,5 +1,5 @@
 """What a job produces, as the worker recorded it: events (also live, as server-sent events),
-checkpoints, metrics and adapters. Every route first finds the job in the caller's project."""
+checkpoints, metrics, samples and adapters. Every route first finds the job in the caller's project."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api import sse
-from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.api.auth import CallerDep
 from service.api.deps import DB, Artifacts, SettingsDep
 from service.api.errors import APIError, artifact_store_unavailable, bad_request, not_found
 from service.api.lookups import get_job
 from service.api.pagination import paginate
-from service.api.schemas import Checkpoint, Event, ListObject, MetricPoint
-from service.shared.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow
+from service.api.schemas import Checkpoint, Event, ListObject, MetricPoint, Sample
+from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
+from service.shared.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow, SampleRow
 
 router = APIRouter(prefix="/fine_tuning/jobs/{fine_tuning_job_id}", tags=["fine-tuning"])
 
@@ -96,6 +96,17 @@ def list_metrics(db: DB, caller: CallerDep, fine_tuning_job_id: str,
                       key=lambda r: (r.step, r.kind))
     return ListObject(data=[MetricPoint(step=r.step, kind=r.kind, values=r.values, created_at=r.created_at)
                             for r in rows], has_more=False)
+
+
+@router.get("/samples", response_model=ListObject[Sample])
+def list_samples(db: DB, caller: CallerDep, fine_tuning_job_id: str, after: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ListObject[Sample]:
+    """The model's replies at each evaluation, oldest first: step 0 (the base model), then each
+    evaluated step, by prompt (the worker keeps insertion order the step order, even on replay)."""
+    job = get_job(db, caller.project_id, fine_tuning_job_id)
+    stmt = select(SampleRow).where(SampleRow.job_id == job.id)
+    rows, has_more = paginate(db, stmt, SampleRow, after=after, limit=limit, newest_first=False)
+    return ListObject.page([Sample.from_row(r) for r in rows], has_more)
 
 
 def _zip_response(store: ArtifactStore, key: str, filename: str,

@@ -138,6 +138,24 @@ class CheckpointRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now)
 
 
+class SampleRow(Base):
+    """One reply of an evaluation's samples (rlhf_engine/samples.py): prompt `prompt_index` at
+    `step`, step 0 being the base model's. A step's rows are replaced when it is replayed."""
+
+    __tablename__ = "job_samples"
+    __table_args__ = (UniqueConstraint("job_id", "step", "prompt_index", name="uq_job_samples_step"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64), ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[list] = mapped_column(JSON)  # [{role, content}]
+    completion: Mapped[str] = mapped_column(Text)  # the first reply
+    dialogue: Mapped[list | None] = mapped_column(JSON, nullable=True)  # the messages after the prompt (online)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now)
+
+
 class ProjectRow(Base):
     """A tenant. Files and jobs carry its id; "default" is the project of an install without keys."""
 
