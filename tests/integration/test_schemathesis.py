@@ -24,6 +24,14 @@ pytestmark = pytest.mark.integration
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 CREATE_JOB = "/v1/fine_tuning/jobs"
+CHAT = "/v1/chat/completions"
+
+
+def _checks(case) -> list:
+    # These servers have no inference backend, so a valid chat request is a 503 by design
+    # (inference_not_configured); its envelope must still conform. test_chat_completions.py
+    # covers the route with a backend.
+    return [c for c in CHECKS if c is not not_a_server_error] if case.path == CHAT else CHECKS
 
 
 def _load(url: str, phases: list[str]):
@@ -50,7 +58,7 @@ def _no_streams(case) -> None:
 
 def _call(case) -> None:
     _no_streams(case)
-    case.call_and_validate(checks=CHECKS, timeout=20)
+    case.call_and_validate(checks=_checks(case), timeout=20)
 
 
 _SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -85,8 +93,8 @@ def keyed_operations(keyed_api):
 def test_every_operation_conforms_with_and_without_a_key(case, keyed_api):
     _, tenant = keyed_api
     _no_streams(case)
-    case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": f"Bearer {tenant.key}"})
-    response = case.call_and_validate(checks=CHECKS, timeout=20, headers={"Authorization": ""})
+    case.call_and_validate(checks=_checks(case), timeout=20, headers={"Authorization": f"Bearer {tenant.key}"})
+    response = case.call_and_validate(checks=_checks(case), timeout=20, headers={"Authorization": ""})
     if case.path.startswith("/v1/"):
         assert response.status_code == 401, (case.method, case.path, response.text)
 
