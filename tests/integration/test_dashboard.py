@@ -114,7 +114,8 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         assert css(browser, "#stream-state.live") or css(browser, "#stream-state.ended")
 
         deadline = time.monotonic() + 150
-        while (job := client.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed", "cancelled"):
+        finished = ("succeeded", "failed", "cancelled")
+        while (job := client.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"] not in finished:
             assert worker.poll() is None and time.monotonic() < deadline, worker.log_path.read_text()[-3000:]
             time.sleep(0.5)
         assert job["status"] == "succeeded", job
@@ -144,6 +145,13 @@ def test_job_page_live_curves_events_checkpoints(api_server, worker, browser):
         assert client.get(links[0]).headers["content-type"] == "application/zip"
         # Each checkpoint's event is marked by its kind (what the page reads), not by its message.
         assert len(read(browser, '#event-log .log-line[data-kind="checkpoint"]', "data-id")) == len(checkpoints)
+        # Samples: each prompt's base reply (step 0) beside the final evaluation's (step 4).
+        wait(browser, lambda d: read(d, "#samples-card .sample .sample-reply", "data-step") == ["0", "4"] * 4, 20,
+             "each prompt's base and step-4 replies")
+        assert read(browser, "#sample-steps button", "data-step") == ["4"]
+        samples = client.get(f"/v1/fine_tuning/jobs/{job['id']}/samples").json()["data"]
+        shown = read(browser, '#samples-card .sample[data-index="0"] .sample-reply .sample-text', "textContent")
+        assert shown == [s["completion"] for s in samples if s["index"] == 0]
         final = first(browser, "#final-adapter", "href")
         assert final == f"{api_server}/v1/fine_tuning/jobs/{job['id']}/adapter"
         assert json.loads(first(browser, "#method-json", "innerText"))["dpo"]["hyperparameters"]["batch_size"] == 4
@@ -202,7 +210,8 @@ def test_jobs_list_shows_created_job_and_filters(idle_api, browser):
     css(browser, '#status-filter [data-filter="queued"]')[0].click()
     wait(browser, lambda d: css(d, row), 10, "the row back")
     css(browser, row)[0].click()
-    wait(browser, lambda d: d.current_url.endswith(f"#/jobs/{job['id']}") and css(d, "#method-json"), 10, "the job page")
+    wait(browser, lambda d: d.current_url.endswith(f"#/jobs/{job['id']}") and css(d, "#method-json"), 10,
+         "the job page")
 
 
 def test_upload_errors_at_their_lines_then_start_a_job(idle_api, browser, tmp_path):

@@ -65,6 +65,14 @@ def test_dpo_job_end_to_end(api_server, worker, model_cache_dir, tmp_path):
         assert sorted(c["step_number"] for c in checkpoints) == [2, 4]
         assert all("loss" in c["metrics"] for c in checkpoints)
 
+        # Samples (eval_samples 4 by default): the base's greedy replies at step 0, then the final
+        # evaluation's; without a validation file, to the first training prompts.
+        samples = client.get(f"/v1/fine_tuning/jobs/{job['id']}/samples").json()
+        assert samples["object"] == "list"
+        assert [(s["step"], s["index"]) for s in samples["data"]] == [(step, i) for step in (0, 4) for i in range(4)]
+        assert samples["data"][1]["prompt"] == [{"role": "user", "content": "What is 1 plus 1?"}]
+        assert all(isinstance(s["completion"], str) and s["dialogue"] is None for s in samples["data"])
+
         response = client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter")
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/zip"

@@ -63,6 +63,20 @@ export const fetchCheckpoints = (jobId) => firstPage(`/v1/fine_tuning/jobs/${job
 export const fetchFiles = () => firstPage("/v1/files", 200);
 export const fetchModels = async () => (await api("/dashboard/api/models")).data;
 
+// Every sample of a job, oldest first: the base's at step 0 must be there beside the latest
+// step's, so the pages follow `has_more` here (a few prompts per evaluation: a handful of pages).
+export async function fetchSamples(jobId, { maxPages = 20 } = {}) {
+  const out = [];
+  let after = null;
+  for (let page = 0; page < maxPages; page++) {
+    const res = await api(`/v1/fine_tuning/jobs/${jobId}/samples?limit=1000${after ? `&after=${after}` : ""}`);
+    out.push(...res.data);
+    if (!res.has_more || !res.last_id) break;
+    after = res.last_id;
+  }
+  return out;
+}
+
 // The server thins long runs to at most 1000 points per key: enough for a chart's width.
 export async function fetchMetrics(jobId) {
   return (await api(`/v1/fine_tuning/jobs/${jobId}/metrics?max_points=1000`)).data;
