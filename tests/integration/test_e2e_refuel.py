@@ -50,11 +50,20 @@ def test_refuel_job_through_the_api(api_server, worker, tmp_path):
         for row in evaluation["turns"]:
             assert 0.0 <= row["win_rate"] <= 1.0
 
+        # Samples are whole dialogues of the validation seeds: the base's at step 0, then the iteration's end.
+        samples = client.get(f"/v1/fine_tuning/jobs/{job['id']}/samples").json()["data"]
+        assert [(s["step"], s["index"]) for s in samples] == [(0, 0), (0, 1), (job["steps_completed"], 0),
+                                                              (job["steps_completed"], 1)]
+        for s in samples:
+            assert [m["role"] for m in s["dialogue"]] == ["assistant", "user", "assistant"]
+            assert s["dialogue"][1]["content"] == "Keep it short from now on."
+
         archive = client.get(f"/v1/fine_tuning/jobs/{job['id']}/adapter")
         assert archive.status_code == 200
         names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
         assert {"adapter_config.json", "adapter_model.safetensors"} <= set(names)
-        assert json.loads(zipfile.ZipFile(io.BytesIO(archive.content)).read("adapter_config.json"))["peft_type"] == "LORA"
+        config = json.loads(zipfile.ZipFile(io.BytesIO(archive.content)).read("adapter_config.json"))
+        assert config["peft_type"] == "LORA"
 
 
 def test_a_file_the_method_cannot_use_is_refused(api_server):
