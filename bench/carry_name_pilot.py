@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     tok, model = loading.load_tokenizer(model_dir), loading.load_causal_lm(model_dir)
     sampling = Sampling(32, args.temperature, 1.0, tuple(stop_ids(tok)))
     rng = random.Random(0)
-    print("| wording | turn 1 | turn 2 after turn 1 said it | turn 2 otherwise | turn 3 after turn 2 said it | turn 3 otherwise |")
+    print("| wording | turn 1 | turn 2 after turn 1 said it | turn 2 otherwise | "
+          "turn 3 after turn 2 said it | turn 3 otherwise |")
     print("|---|---|---|---|---|---|")
     for label, wording in WORDINGS.items():
         seeds = []

@@ -64,12 +64,14 @@ def main() -> int:
 
     summary = result.summary
     report = {
-        "command": f"python bench/dpo_alignment_proof.py --lr-multiplier {args.lr_multiplier} --epochs {args.epochs} --beta {args.beta}",
+        "command": (f"python bench/dpo_alignment_proof.py --lr-multiplier {args.lr_multiplier} "
+                    f"--epochs {args.epochs} --beta {args.beta}"),
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                     "transformers": transformers.__version__},
         "hyperparameters": hp, "steps": result.steps, "train_seconds": round(train_seconds, 1),
         "median_step_seconds": sorted(reporter.times)[len(reporter.times) // 2] if reporter.times else None,
-        "eval_reward_accuracy": summary.get("eval/rewards/accuracies"), "eval_margin": summary.get("eval/rewards/margins"),
+        "eval_reward_accuracy": summary.get("eval/rewards/accuracies"),
+        "eval_margin": summary.get("eval/rewards/margins"),
         "base": base["summary"], "tuned": tuned["summary"],
         "examples": [{"question": b["question"], "base": b["answer"], "tuned": t["answer"]}
                      for b, t in zip(base["answers"][:4], tuned["answers"][:4])],

@@ -143,7 +143,8 @@ def markdown(r) -> str:
              f"{tuple(round(x, 1) for x in m.get('load_average_at_start', ()))}",
              f"Model: smollm2-135m-instruct, N_lin={c['n_lin']/1e6:.1f}M, N_lora={c['n_lora']/1e6:.2f}M, "
              f"d={c['d']}, V={c['vocab']}; matmul peak (4096^2 fp32) {r['matmul_peak_flop_per_s']/1e9:.1f} GFLOP/s",
-             "", "| workload | batch | step s (median) | useful GFLOP/step | useful GFLOP/s | tokens/s | % of matmul peak |",
+             "", "| workload | batch | step s (median) | useful GFLOP/step | useful GFLOP/s | tokens/s "
+                 "| % of matmul peak |",
              "|---|---|---|---|---|---|---|"]
     for name, row in r["workloads"].items():
         lines.append(f"| {name} | {r['settings']['batch_size']} | {row['step_s']:.1f} | "

@@ -179,7 +179,8 @@ def attention_in_use(table: Table, device: str, cache: Path) -> None:
     if device == "cuda":
         enable_flex(model)
     table.add("2 probes", "attention implementation", "ok",
-              f"plain rows: {plain}; packed rows: {'flex_attention BlockMask' if uses_flex(model) else 'SDPA with a dense mask'}")
+              f"plain rows: {plain}; "
+              f"packed rows: {'flex_attention BlockMask' if uses_flex(model) else 'SDPA with a dense mask'}")
 
 
 def seeded_sampling(table: Table, device: str, cache: Path) -> None:
@@ -247,7 +248,8 @@ def _jobs(work: Path) -> dict[str, tuple[str, dict, str]]:
               "reward": {"type": "function", "name": "length_penalty"}}
     return {"dpo": ("dpo", short, prefs), "sft": ("supervised", short, chat),
             "reward model": ("reward_model", short, prefs),
-            "rebel": ("rebel", online, _write(work / "prompts.jsonl", [{"prompt": f"Count to {i}."} for i in range(4)])),
+            "rebel": ("rebel", online,
+                      _write(work / "prompts.jsonl", [{"prompt": f"Count to {i}."} for i in range(4)])),
             "refuel": ("refuel", online, dialogues)}
 
 
@@ -267,7 +269,8 @@ def runs(table: Table, device: str, cache: Path) -> None:
         try:
             result = run(config, recorder, cache_dir=cache)
         except Exception as err:  # noqa: BLE001 -- one method's crash is that method's row
-            table.add("3 run()", name, "FAILED", f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8))
+            table.add("3 run()", name, "FAILED", f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc(limit=8))
             continue
         losses = [v["loss"] for _, v in recorder.steps if "loss" in v]
         table.add("3 run()", name, ok(result.adapter_dir is not None and result.steps > 0),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
             "num_key_value_heads": 8, "head_dim": 64}
 
@@ -29,7 +28,7 @@ def build(dest: Path, *, vocab_size: int = 32000, seed: int = 0, **shape) -> Pat
     from rlhf_engine.models.builtin import CHATML_TEMPLATE
 
     corpus = []
-    for name, make in workloads.WORKLOADS.items():
+    for _name, make in workloads.WORKLOADS.items():
         for row in make(200, 12345):
             corpus += [m["content"] for m in row["input"]["messages"]]
             corpus += [row["preferred_output"][0]["content"], row["non_preferred_output"][0]["content"]]

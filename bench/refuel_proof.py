@@ -182,7 +182,8 @@ def main(argv=None) -> int:
             rows[name]["kl_to_base"] = [per_seed[s][name]["kl_to_base"] for s in seeds_list]
             rows[name]["wall_seconds"] = [per_seed[s][name]["wall_seconds"] for s in seeds_list]
     for name in list(METHODS)[1:]:
-        gains = [[a - b for a, b in zip(returns(per_seed[s]["REFUEL"]["rewards"]), returns(per_seed[s][name]["rewards"]))
+        gains = [[a - b for a, b in zip(returns(per_seed[s]["REFUEL"]["rewards"]),
+                                        returns(per_seed[s][name]["rewards"]))
                   if a is not None and b is not None] for s in seeds_list]
         mean, lo, hi = bootstrap_ci(gains)
         seed_means = [sum(g) / len(g) for g in gains if g]

@@ -263,7 +263,8 @@ def main() -> int:
     try:
         client = httpx.Client(base_url=api.url, timeout=300, headers={"authorization": f"Bearer {key}"})
         small = preference_jsonl(2000)
-        file_id = client.post("/v1/files", files={"file": ("p.jsonl", small)}, data={"purpose": "fine-tune"}).json()["id"]
+        file_id = client.post("/v1/files", files={"file": ("p.jsonl", small)},
+                              data={"purpose": "fine-tune"}).json()["id"]
         body = {"model": "tiny-random-llama", "training_file": file_id,
                 "method": {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1}}}}
 
@@ -319,7 +320,8 @@ def main() -> int:
                          "mean_ms": ms(statistics.mean(create_latencies))},
         "upload_validation": {"megabytes": round(len(big) / 2**20, 1), "seconds": round(upload_seconds, 2),
                               "mb_per_s": round(len(big) / 2**20 / upload_seconds, 1),
-                              "api_rss_mb_before": round(rss_before / 2**20), "api_rss_mb_peak": round(rss_peak / 2**20),
+                              "api_rss_mb_before": round(rss_before / 2**20),
+                              "api_rss_mb_peak": round(rss_peak / 2**20),
                               "api_rss_mb_after": round(rss_after / 2**20)},
     }
     out = REPO / "bench" / "results"
@@ -330,7 +332,8 @@ def main() -> int:
           f"Machine: {platform.platform()}, {os.cpu_count()} cores shared by client and server; "
           f"{args.workers} uvicorn process(es); every request carries an API key.", "",
           "| measurement | value | target |", "|---|---|---|",
-          f"| GET /v1/fine_tuning/jobs/{{id}} p50 at {args.rate:.0f} req/s for {args.seconds:.0f}s | {s['p50_ms']} ms | |",
+          f"| GET /v1/fine_tuning/jobs/{{id}} p50 at {args.rate:.0f} req/s for {args.seconds:.0f}s | "
+          f"{s['p50_ms']} ms | |",
           f"| same, p99 | {s['p99_ms']} ms | < 20 ms |",
           f"| same, errors | {s['errors']} of {s['requests']} | 0 |",
           *(f"| same at {r['offered_rate']:.0f} req/s for {r['seconds']:.0f}s: p50 / p99 / errors | "
@@ -340,7 +343,8 @@ def main() -> int:
             f"{r['errors']} of {r['requests']} / {r['stream_errors']} of {r['streams']} "
             f"({r['streams_behind_at_the_end']}) | p99 < 20 ms, 0, 0 |" for r in with_streams),
           f"| POST /v1/fine_tuning/jobs p50 / p99 ({args.creates} sequential) | {c['p50_ms']} / {c['p99_ms']} ms | |",
-          f"| upload validation, {u['megabytes']} MB multi-turn preference JSONL | {u['mb_per_s']} MB/s ({u['seconds']} s) | |",
+          f"| upload validation, {u['megabytes']} MB multi-turn preference JSONL | "
+          f"{u['mb_per_s']} MB/s ({u['seconds']} s) | |",
           f"| same, API process RSS before / peak / after | {u['api_rss_mb_before']} / {u['api_rss_mb_peak']} / "
           f"{u['api_rss_mb_after']} MB | flat |"]
     (out / "service_latency.md").write_text("\n".join(md) + "\n")

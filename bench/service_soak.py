@@ -254,7 +254,8 @@ def check(database: str, artifacts: Path, traffic: Traffic) -> dict:
         files = list(s.scalars(select(FileRow)))
     for row in files:
         path = artifacts / row.storage_key
-        ok = path.is_file() and path.stat().st_size == row.bytes and hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256
+        ok = (path.is_file() and path.stat().st_size == row.bytes
+              and hashlib.sha256(path.read_bytes()).hexdigest() == row.sha256)
         lost["files without their bytes"] += not ok
     by_id = {row.id: row for row in files}
     lost["accepted uploads without their row"] += sum(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from logging.config import fileConfig
 
 from alembic import context
+
 from service.shared.settings import get_settings
 from service.shared.store.models import Base
 from service.shared.store.session import get_engine, normalise_url

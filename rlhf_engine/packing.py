@@ -89,8 +89,9 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, *, row_capacity: int | N
 
     Returns input_ids/position_ids [rows, L], segment_ids/branch_ids [rows, L] (on `device`),
     attention_mask [rows, 1, L, L] (bool, True = may attend; built on `device`, default the
-    host; a BlockMask with `block_mask=True`), and for every completion token: pred_index (flat index into [rows * L] of the hidden
-    state predicting it), targets (its id) and seq (0..n-1 chosen of pair i, n..2n-1 rejected).
+    host; a BlockMask with `block_mask=True`), and for every completion token: pred_index (flat
+    index into [rows * L] of the hidden state predicting it), targets (its id) and seq (0..n-1
+    chosen of pair i, n..2n-1 rejected).
     `num_seqs` = 2n; `tokens` = real tokens in the batch; `padding_fraction` of [rows, L].
     """
     n = len(pairs)

@@ -112,7 +112,8 @@ def main() -> int:
         while job["status"] not in ("succeeded", "failed", "cancelled"):
             time.sleep(2)
             job = client.get(f"/fine_tuning/jobs/{job['id']}").json()
-            for event in reversed(client.get(f"/fine_tuning/jobs/{job['id']}/events", params={"limit": 50}).json()["data"]):
+            for event in reversed(client.get(f"/fine_tuning/jobs/{job['id']}/events",
+                                             params={"limit": 50}).json()["data"]):
                 if event["id"] not in seen:
                     seen.add(event["id"])
                     print(f"[demo]   {event['message']}", flush=True)
@@ -142,7 +143,8 @@ def main() -> int:
 
     tuned = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).eval()
     for q in QUESTIONS:
-        print(f"\nQ: {q}\n  before: {before[q]}\n  after:  {answer(tuned, tokenizer, [{'role': 'user', 'content': q}])}")
+        print(f"\nQ: {q}\n  before: {before[q]}\n"
+              f"  after:  {answer(tuned, tokenizer, [{'role': 'user', 'content': q}])}")
     final = job.get("result") or {}
     print(f"\n[demo] eval reward accuracy {final.get('eval/rewards/accuracies', float('nan')):.2f}, "
           f"eval margin {final.get('eval/rewards/margins', float('nan')):.3f}; wall time {time.time() - t0:.0f}s")

@@ -134,7 +134,8 @@ def service_settings(migrated_db: str, redis_url: str, tmp_path_factory: pytest.
 
 
 @pytest.fixture(scope="session")
-def start_api(service_settings: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., infra.ApiServer]]:
+def start_api(service_settings: dict,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., infra.ApiServer]]:
     log_dir: Path = tmp_path_factory.mktemp("logs")
     servers: list[infra.ApiServer] = []
 

@@ -92,4 +92,5 @@ def train(job: Job) -> RunResult:
     model = add_reward_lora(base, job.hp.lora, seed=job.config.seed)
     job.report_loaded(model, " as a reward model")
     pairs, eval_pairs = load_pairs(job, tokenizer, expected_format="preference")
-    return save_result(job, model, fit(job, model, BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs), what="pairs"))
+    return save_result(job, model,
+                       fit(job, model, BradleyTerry(pairs, tokenizer.pad_token_id, eval_pairs), what="pairs"))

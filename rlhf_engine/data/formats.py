@@ -15,8 +15,9 @@ with a 1-based line number, a JSON path and a stable code, and raised together i
 :class:`DatasetError`. :func:`parse_jsonl` takes the data in memory and returns the examples;
 :func:`scan_jsonl_file` reads a file from disk one line at a time (at most ``MAX_LINE_BYTES`` in
 memory) and returns only the format and the count, with the same issues: the API validates
-uploads that way, so a file's size never becomes the API's memory. Stdlib only: the API process imports this to validate uploads, so it must
-stay free of torch and fast (one ``json.loads`` and plain type checks per line).
+uploads that way, so a file's size never becomes the API's memory. Stdlib only: the API process
+imports this to validate uploads, so it must stay free of torch and fast (one ``json.loads`` and
+plain type checks per line).
 
 Whether an example fits the job's ``max_length`` depends on the tokenizer and is checked by the
 engine, not here.
@@ -32,7 +33,11 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from rlhf_engine.data.examples import (
-    ChatExample, DialogueSeed, Message, PreferenceExample, PromptExample,
+    ChatExample,
+    DialogueSeed,
+    Message,
+    PreferenceExample,
+    PromptExample,
 )
 from rlhf_engine.data.validation import SHAPES, RecordError, detect
 

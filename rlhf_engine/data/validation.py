@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Any, Callable, NoReturn
 
 from rlhf_engine.data.examples import (
-    ROLES, ChatExample, DialogueSeed, Message, PreferenceExample, PromptExample,
+    ROLES,
+    ChatExample,
+    DialogueSeed,
+    Message,
+    PreferenceExample,
+    PromptExample,
 )
 
 

@@ -57,10 +57,12 @@ def main(argv=None) -> None:
     model_dir = loading.materialise(registry.get(config.model), args.cache_dir)
     tokenizer = loading.load_tokenizer(model_dir)
     base = loading.load_causal_lm(model_dir, device=default_device())
-    model = PeftModel.from_pretrained(base, args.adapter) if args.adapter else loading.add_lora(base, LoraSpec(), seed=0)
+    model = (PeftModel.from_pretrained(base, args.adapter) if args.adapter
+             else loading.add_lora(base, LoraSpec(), seed=0))
     data = args.data or config.validation_file or config.training_file
     seeds = seeds_from_examples(formats.load_jsonl(data).examples)[: args.limit or None]
-    source = RewardSource(type=args.judge.split(":", 1)[0], name=args.judge.split(":", 1)[1]) if args.judge else hp.reward
+    source = (RewardSource(type=args.judge.split(":", 1)[0], name=args.judge.split(":", 1)[1]) if args.judge
+              else hp.reward)
     judge = make_scorer(source, registry=registry, cache_dir=args.cache_dir)
     sampling = Sampling(hp.max_new_tokens, hp.temperature, hp.top_p, tuple(stop_ids(tokenizer)))
     users = make_users(hp, model, tokenizer, sampling, registry, args.cache_dir, config.model)

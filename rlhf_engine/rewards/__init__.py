@@ -66,7 +66,8 @@ class FunctionScorer:
             value = self._call(messages, info)
             if not isinstance(value, list):  # a scalar reward: split it across the turns
                 cuts = turn_cuts(messages, k)
-                value = differences([*self.score(cuts[:-1], [info] * (len(cuts) - 1)), value if _finite(value) else None])
+                value = differences([*self.score(cuts[:-1], [info] * (len(cuts) - 1)),
+                                     value if _finite(value) else None])
             elif len(value) < k:
                 value = None  # fewer rewards than generated turns: cannot be read
             else:

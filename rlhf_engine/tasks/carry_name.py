@@ -53,7 +53,8 @@ def make_seed(rng: random.Random, name: str, turns: int = TURNS) -> dict:
 def write_seeds(out_dir: Path, n_train: int = 128, n_eval: int = 64, seed: int = 0) -> None:
     """Train and eval seeds use disjoint names, so evaluation is on users never trained on."""
     rng = random.Random(seed)
-    for path, names, n in ((out_dir / TRAIN_FILE.name, NAMES[:24], n_train), (out_dir / EVAL_FILE.name, NAMES[24:], n_eval)):
+    for path, names, n in ((out_dir / TRAIN_FILE.name, NAMES[:24], n_train),
+                           (out_dir / EVAL_FILE.name, NAMES[24:], n_eval)):
         rows = [make_seed(rng, names[i % len(names)]) for i in range(n)]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

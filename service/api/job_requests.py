@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from rlhf_engine.model_registry import ModelEntry, ModelRegistry, UnknownModel
 from rlhf_engine.spec import ACCEPTED_FORMATS, Method, SupervisedMethod
-from service.shared import model_names
-from service.shared.artifacts import ArtifactStore
 from service.api.errors import APIError, bad_request
 from service.api.schemas import JobCreate
+from service.shared import model_names
+from service.shared.artifacts import ArtifactStore
 from service.shared.model_names import job_model_name
 from service.shared.store.models import SUCCEEDED, CheckpointRow, FileRow, JobRow
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.api.errors import bad_request
 
+
 def paginate(db: Session, stmt: Select, model: Any, *, after: str | None, limit: int,
              newest_first: bool = True) -> tuple[list[Any], bool]:
     """Apply cursor, order and limit to `stmt` (a select of `model` rows, already filtered).

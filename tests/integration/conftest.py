@@ -20,7 +20,8 @@ def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def worker(service_settings: dict, model_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen]:
+def worker(service_settings: dict, model_cache_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen]:
     """`celery -A worker.celery_app worker`: prefork, one job per fresh child, like production."""
     log_path = tmp_path_factory.mktemp("worker-logs") / "worker.log"
     log = open(log_path, "wb")

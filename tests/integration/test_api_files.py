@@ -53,7 +53,8 @@ def test_good_upload_is_stored_and_described(client, idle_db, idle_api):
 @pytest.mark.parametrize("bad_line, field, code", [
     ({**preference_line(), "preferred_output": [{"role": "assistant", "content": ""}]},
      "preferred_output[0].content", None),
-    ({"input": {"messages": [{"role": "user", "content": "hi"}]}, "preferred_output": [{"role": "assistant", "content": "a"}]},
+    ({"input": {"messages": [{"role": "user", "content": "hi"}]},
+      "preferred_output": [{"role": "assistant", "content": "a"}]},
      None, None),
 ])
 def test_bad_line_is_named_and_nothing_is_stored(client, idle_db, idle_api, bad_line, field, code):

@@ -193,7 +193,8 @@ def test_a_reward_naming_another_projects_reward_model_job_is_refused(server):
 
     a, b = make_tenant(server), make_tenant(server)
     with a.client(server) as ca:
-        rm_job = ca.post("/v1/fine_tuning/jobs", json={"model": "tiny-random-llama", "training_file": upload(ca).json()["id"],
+        rm_job = ca.post("/v1/fine_tuning/jobs", json={"model": "tiny-random-llama",
+                                                       "training_file": upload(ca).json()["id"],
                                                        "method": {"type": "reward_model"}}).json()["id"]
     db_url = server.settings["database_url"]
     with session_scope(db_url) as s:
@@ -226,7 +227,8 @@ def test_a_cancel_racing_the_last_step_wins(server):
         assert c.post(f"/v1/fine_tuning/jobs/{raced}/cancel").json()["status"] == "cancelled"
         assert _finish(db_url, raced, "worker-1", done, status="succeeded") is False
         assert c.get(f"/v1/fine_tuning/jobs/{raced}").json()["status"] == "cancelled"
-        messages = [e["message"] for e in c.get(f"/v1/fine_tuning/jobs/{raced}/events", params={"limit": 100}).json()["data"]]
+        messages = [e["message"]
+                    for e in c.get(f"/v1/fine_tuning/jobs/{raced}/events", params={"limit": 100}).json()["data"]]
         assert messages.count("Job cancelled") == 1 and done[0] not in messages
         # The other order: the final write first, then the cancel is refused.
         assert _finish(db_url, after, "worker-1", done, status="succeeded") is True

@@ -6,9 +6,9 @@ reaches the filesystem by name, and dashboard asset names never walk out of thei
 from __future__ import annotations
 
 import io
+import json
 import socket
 import time
-import json
 import zipfile
 from pathlib import Path
 

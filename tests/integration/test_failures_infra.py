@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.failure_helpers import (assert_ran_cleanly, make_stack, own_postgres,  # noqa: F401
-                                               own_redis)
+from tests.integration.failure_helpers import assert_ran_cleanly, make_stack, own_postgres, own_redis  # noqa: F401
 from tests.integration.helpers import assert_envelope
 
 pytestmark = pytest.mark.integration

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
 import subprocess
+import sys
 
 import pytest
 
 from rlhf_engine.data.formats import (
-    MAX_LINE_BYTES, ChatExample, DatasetError, DialogueSeed, Issue, Message, PreferenceExample,
-    PromptExample, load_jsonl, parse_jsonl,
+    MAX_LINE_BYTES,
+    ChatExample,
+    DatasetError,
+    DialogueSeed,
+    Issue,
+    Message,
+    PreferenceExample,
+    PromptExample,
+    load_jsonl,
+    parse_jsonl,
 )
 
 
@@ -99,7 +107,8 @@ def test_text_content_parts_are_joined():
 
 def test_prompt_completion_pairs_are_chat_examples():
     parsed = parse_jsonl(jsonl({"prompt": "2+2=", "completion": "4"},
-                               {"prompt": [msg("system", "s"), msg("user", "q")], "completion": [msg("assistant", "a")]}))
+                               {"prompt": [msg("system", "s"), msg("user", "q")],
+                                "completion": [msg("assistant", "a")]}))
     assert parsed.format == "chat"
     assert parsed.examples == [ChatExample((U("2+2="), A("4")), trained=(1,)),
                                ChatExample((S("s"), U("q"), A("a")), trained=(2,))]

@@ -38,8 +38,8 @@ def test_streaming_scan_matches_parse_jsonl(data, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(data)
     for kw in ({}, {"max_examples": 2}, {"max_issues": 3}):
-        assert outcome(lambda: scan_jsonl_file(path, **kw)) == outcome(lambda: parse_jsonl(data, **kw))
-        assert outcome(lambda: formats.load_jsonl(path, **kw)) == outcome(lambda: parse_jsonl(data, **kw))
+        assert outcome(lambda kw=kw: scan_jsonl_file(path, **kw)) == outcome(lambda kw=kw: parse_jsonl(data, **kw))
+        assert outcome(lambda kw=kw: formats.load_jsonl(path, **kw)) == outcome(lambda kw=kw: parse_jsonl(data, **kw))
 
 
 def test_a_long_line_is_never_read_whole(tmp_path, monkeypatch):

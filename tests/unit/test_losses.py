@@ -135,7 +135,8 @@ def test_a_weighted_sum_over_the_real_forward_keeps_chosen_and_rejected_apart(ti
     loss, stats, _ = algo.loss(tiny_model, [0, 1])
     expected, chosen, rejected = [], [], []
     for pair, (ref_w, ref_l) in zip(pairs, ref.tolist()):
-        pi_w, pi_l = _sequence_logp(tiny_model, pair.prompt, pair.chosen), _sequence_logp(tiny_model, pair.prompt, pair.rejected)
+        pi_w, pi_l = (_sequence_logp(tiny_model, pair.prompt, pair.chosen),
+                      _sequence_logp(tiny_model, pair.prompt, pair.rejected))
         chosen.append(pi_w)
         rejected.append(pi_l)
         bh = B * ((pi_w - ref_w) - (pi_l - ref_l))

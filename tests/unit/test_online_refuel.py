@@ -145,14 +145,17 @@ def test_log_ratio_is_zero_at_the_start_of_an_iteration(tiny, method):
             if "lora_B" in name:
                 p.normal_(0, 0.2)
     hp = RefuelHyperparameters(temperature=0.8, kl_coef=0.1, eos_penalty=-1.0)
-    roller = Roller(tok, HFBackend(model, tok.pad_token_id), DatasetUsers(), Sampling(6, 0.8, 1.0, tuple(stop_ids(tok))))
+    roller = Roller(tok, HFBackend(model, tok.pad_token_id), DatasetUsers(),
+                    Sampling(6, 0.8, 1.0, tuple(stop_ids(tok))))
     candidates = (collect_rebel(roller, SEEDS, seed=0) if method == "rebel"
                   else collect_refuel(roller, SEEDS, num_turns=3, seed=0))
-    pairs, stats = build_pairs(model, candidates, FunctionScorer(length_penalty, "length_penalty"), hp, tok.pad_token_id)
+    pairs, stats = build_pairs(model, candidates, FunctionScorer(length_penalty, "length_penalty"), hp,
+                               tok.pad_token_id)
     assert pairs and stats["rollout/pairs"] == len(pairs)
     assert stats["rollout/kl_to_base"] != 0.0
     model.train()
-    _, step_stats, _ = Regression(pairs, eta=1.0, temperature=0.8, pad_id=tok.pad_token_id).loss(model, list(range(len(pairs))))
+    _, step_stats, _ = Regression(pairs, eta=1.0, temperature=0.8,
+                                  pad_id=tok.pad_token_id).loss(model, list(range(len(pairs))))
     assert step_stats["logratio_abs"] < 1e-4
 
 

@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 from rlhf_engine.run import run
 from rlhf_engine.spec import TrainConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -38,7 +37,8 @@ def write(path, rows):
 
 
 def dialogues(n):
-    return [{"user_turns": [f"hello number {i}", "tell me more", "thanks, and why?"], "info": {"i": i}} for i in range(n)]
+    return [{"user_turns": [f"hello number {i}", "tell me more", "thanks, and why?"], "info": {"i": i}}
+            for i in range(n)]
 
 
 def config(tmp_path, method, train, hp, validation=None, out="out"):

@@ -89,7 +89,8 @@ def test_packed_flex_logps_and_gradients_match_plain_sdpa(tiny_model_dir):
 
     pairs = _pairs()
     results = []
-    for flex, batch_of in ((False, lambda m: collate_pairs(pairs, 0)), (True, lambda m: make_batch(pairs, 0, True, m)[0])):
+    for flex, batch_of in ((False, lambda m: collate_pairs(pairs, 0)),
+                           (True, lambda m: make_batch(pairs, 0, True, m)[0])):
         model = lora_model(flex)
         assert uses_flex(model) == flex
         sums, counts = completion_logps(model, batch_of(model))

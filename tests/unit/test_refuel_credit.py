@@ -11,9 +11,10 @@ With per-turn rewards, REFUEL's target for turn 1 is the return r_1 + r_2, so it
 action on the delayed task and to avoid it under the conflict. REBEL on REFUEL's own collection
 with immediate rewards (`credit: immediate`) sees r_1 for turn 1 and, for turn 2, rewards that the
 shared turn 1 makes equal: it stays at the base on the delayed task (every pair ties) and takes
-the action under the conflict. (REFUEL samples the horizon H' ~ U{1, 2}: half its turn-1 pairs end at
-turn 1 and see only r_1, which is why the later penalty is the larger one.) The probability of the action is measured on 400 fresh turn-1
-samples from each trained policy; medians over three seeds.
+the action under the conflict. (REFUEL samples the horizon H' ~ U{1, 2}: half its turn-1 pairs end
+at turn 1 and see only r_1, which is why the later penalty is the larger one.) The probability of
+the action is measured on 400 fresh turn-1 samples from each trained policy; medians over three
+seeds.
 """
 
 from __future__ import annotations

@@ -6,19 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from rlhf_engine.callbacks import NullReporter
 from rlhf_engine.data.examples import Message
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.rewards import FunctionScorer, make_scorer
-from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.rewards.functions import get
+from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.run import JobInputError, run
 from rlhf_engine.spec import RewardSource, TrainConfig
 from rlhf_engine.tasks import carry_name, remember_rules
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,7 +92,8 @@ def test_function_scorer_marks_failures_and_unknown_names_are_input_errors():
 
 
 def test_reward_model_job_then_online_job_scored_by_it(tmp_path, model_cache):
-    rows = [{"prompt": f"say something {i}", "chosen": "good answer, thanks", "rejected": "bad rude no"} for i in range(6)]
+    rows = [{"prompt": f"say something {i}", "chosen": "good answer, thanks", "rejected": "bad rude no"}
+            for i in range(6)]
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rm_cfg = TrainConfig(model="tiny-random-llama", training_file=str(tmp_path / "prefs.jsonl"),
                          validation_file=str(tmp_path / "prefs.jsonl"), output_dir=str(tmp_path / "rm"),

@@ -9,8 +9,8 @@ from rlhf_engine.data.tokenize import ExampleTooLong, render_prompt, tokenize_pa
 from rlhf_engine.models.loading import load_tokenizer
 
 MULTI_TURN = PreferenceExample(
-    prompt=(Message("system", "Be brief."), Message("user", "Hi there!"), Message("assistant", "Hello. How can I help?"),
-            Message("user", "What is 2 + 2?")),
+    prompt=(Message("system", "Be brief."), Message("user", "Hi there!"),
+            Message("assistant", "Hello. How can I help?"), Message("user", "What is 2 + 2?")),
     chosen=Message("assistant", "4."),
     rejected=Message("assistant", "Let me think... it is probably 5, or maybe 22."),
 )

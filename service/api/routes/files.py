@@ -20,13 +20,13 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from rlhf_engine.data import formats
-from service.shared.artifacts import ArtifactStoreUnavailable
 from service.api.auth import CallerDep
 from service.api.deps import DB, Artifacts, SettingsDep
 from service.api.errors import APIError, artifact_store_unavailable, bad_request
 from service.api.lookups import get_file
 from service.api.pagination import paginate
 from service.api.schemas import Deleted, FileObject, ListObject
+from service.shared.artifacts import ArtifactStoreUnavailable
 from service.shared.store.models import ACTIVE, FileRow, JobRow, new_id
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from service.shared.artifacts import ArtifactStoreUnavailable
 from service.api.auth import CallerDep
 from service.api.deps import DB, Artifacts, Registry
 from service.api.errors import APIError, artifact_store_unavailable, bad_request
 from service.api.lookups import get_fine_tuned_model
 from service.api.schemas import Deleted, ListObject, Model
+from service.shared.artifacts import ArtifactStoreUnavailable
 from service.shared.store.models import ACTIVE, SUCCEEDED, JobRow, now
 
 router = APIRouter(prefix="/models", tags=["models"])
