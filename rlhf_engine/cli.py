@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     reporter = ConsoleReporter()
     result = run(config, reporter, registry=ModelRegistry.load(args.registry), cache_dir=args.cache_dir,
                  resume_from=args.resume_from)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the job
+        return 0
     reporter._emit({"type": "result", "adapter_dir": str(result.adapter_dir), "steps": result.steps,
                     "trained_tokens": result.trained_tokens, "summary": result.summary})
     return 0

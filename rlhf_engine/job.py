@@ -142,9 +142,12 @@ def fit(job: Job, model, algo, *, what: str = "examples", hp=None, **kwargs):
 def save_result(job: Job, model, result, *, summary: dict | None = None) -> RunResult:
     """The RunResult of a finished fit: the adapter in PEFT layout (for a chained job combined with
     its init_adapters, so it loads on the registry base), or none when the run stopped early."""
+    from rlhf_engine.distributed import world
     from rlhf_engine.export import save_adapter
 
     if result.stopped:
         return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
+    if not world().is_main:  # on N ranks rank 0 writes the result (the weights are the same on all)
+        return RunResult(None, result.steps, result.trained_tokens, False, result.final_metrics)
     adapter = save_adapter(model, job.out_dir / ADAPTER, job.config.model, stacked_on=job.config.init_adapters)
     return RunResult(adapter, result.steps, result.trained_tokens, False, {**result.final_metrics, **(summary or {})})

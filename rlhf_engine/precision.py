@@ -17,6 +17,7 @@ of ~1e-4 on a weight of ~0.02 is below bf16's resolution there and would round a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -51,8 +52,11 @@ class Precision:
 
 
 def default_device() -> str:
-    """Where a job runs: the first GPU when there is one, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Where a job runs: the first GPU when there is one, else the CPU. Under torchrun each rank
+    has its own GPU, the one its LOCAL_RANK names (rlhf_engine/distributed.py)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{os.environ['LOCAL_RANK']}" if int(os.environ.get("WORLD_SIZE", 1)) > 1 else "cuda"
 
 
 def is_cuda(device: str) -> bool:

@@ -2,7 +2,8 @@
 
 The reference is the model the job starts from: the policy with its LoRA adapter disabled, so no
 second copy of the weights is ever loaded. For a chained job (TrainConfig.init_adapters) that is
-the base with the earlier adapters merged in: the model it continues, not the original base. The values depend on the base weights, the exact token ids and
+the base with the earlier adapters merged in: the model it continues, not the original base.
+The values depend on the base weights, the exact token ids and
 the precision the forward ran in (rlhf_engine/precision.py: a CPU fp32 reference differs from a
 GPU bf16 one by as much as a DPO margin), so they are keyed by a hash of all three and reused
 across epochs, resumes and jobs. The pass runs in the job's precision, as training does, so that
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from rlhf_engine import distributed
 from rlhf_engine.data.tokenize import TokenizedPair
 from rlhf_engine.logprobs import completion_logps
 from rlhf_engine.pair_batches import make_batch
@@ -45,6 +47,8 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
     `precision` (the job's; default the weights' own dtype).
 
     Prefix-shared packing (rlhf_engine/packing.py) unless `packing=False`; the values are the same.
+    On N ranks each computes every N-th batch and one all-reduce sums the rows: every batch is
+    the one N=1 runs, so the values are N=1's (rlhf_engine/distributed.py).
     """
     precision = precision or Precision.native(model)
     out = torch.zeros(len(pairs), 2, dtype=torch.float64)
@@ -53,14 +57,15 @@ def compute(model, pairs: list[TokenizedPair], pad_id: int, batch_size: int = 8,
     was_training = model.training
     model.eval()
     disable = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    w = distributed.world()
     with disable, precision.autocast():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in batches[w.rank::w.size]:
             sums, _ = completion_logps(model, make_batch([pairs[i] for i in idx], pad_id, packing, model)[0])
             n, sums = len(idx), sums.double().cpu()
             out[idx, 0], out[idx, 1] = sums[:n], sums[n:]
     model.train(was_training)
-    return out
+    return distributed.sum_tensor(out)
 
 
 def load_or_compute(model, weights: Path | Sequence[Path], pairs: list[TokenizedPair], pad_id: int,
@@ -71,10 +76,10 @@ def load_or_compute(model, weights: Path | Sequence[Path], pairs: list[Tokenized
 
     key = cache_key(weights, pairs, precision)
     path = Path(cache_dir) / "reference" / f"{key}.safetensors" if cache_dir else None
-    if path and path.exists():
+    if path and distributed.agree(path.exists()):  # rank 0 decides: one answer for every rank
         return load_file(path)["logps"], True
     logps = compute(model, pairs, pad_id, packing=packing, precision=precision)
-    if path:
+    if path and distributed.world().is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"logps": logps}, tmp)

@@ -25,6 +25,7 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     `adapter/`), for online methods whose reward source is `{"type": "job"}`; None disables those."""
     from transformers.utils import logging as hf_logging
 
+    from rlhf_engine import distributed
     from rlhf_engine import precision as precisions
     from rlhf_engine.algorithms.registry import algorithm
     from rlhf_engine.job import Job
@@ -37,5 +38,10 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     started = time.perf_counter()
     model_dir = loading.materialise(registry.get(config.model), cache_dir)
     precision = precisions.decide(config.precision, precisions.default_device())  # for every forward of the job
-    return train(Job(config, reporter, registry, model_dir, precision, cache_dir=cache_dir, resume_from=resume_from,
-                     resolve_reward_job=resolve_reward_job, started=started))
+    created = distributed.init(precision.device)  # launched on N ranks: join them (rlhf_engine/distributed.py)
+    try:
+        return train(Job(config, distributed.reporter_for(reporter), registry, model_dir, precision,
+                         cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job,
+                         started=started))
+    finally:
+        distributed.finish(created)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_engine import checkpoint, layout
+from rlhf_engine import checkpoint, distributed, layout
 from rlhf_engine.callbacks import Reporter
 from rlhf_engine.precision import Precision
 from rlhf_engine.spec import TrainingHyperparameters
@@ -83,6 +83,8 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
 
     step_offset shifts the reported step numbers (online methods call fit once per iteration).
     Every forward, training and evaluation, runs in `precision` (default: the weights' own dtype).
+    Launched on N ranks (rlhf_engine/distributed.py), each runs its share of every micro-batch
+    and only rank 0 evaluates, reports and writes checkpoints; the steps are N=1's.
     """
     precision = precision or Precision.native(model)
     n = algo.num_examples
@@ -97,13 +99,15 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         state = checkpoint.load(resume_from, model, optimizer, scheduler)
         reporter.event(f"Resumed from step {state.step + step_offset}", data={"checkpoint": str(resume_from)})
     model.train()
+    runner = distributed.step_runner(model, algo)
+    main = distributed.world().is_main
     last: dict[str, float] = {}
 
     last_saved = state.step
     while state.step < total:
         if reporter.should_stop():
             # Save where we are, so a paused job resumes without repeating a step.
-            if state.step > last_saved:
+            if state.step > last_saved and main:
                 _save(model, optimizer, scheduler, state, out_dir, state.step + step_offset, last, reporter)
             return FitResult(state.step, state.trained_tokens, True, last)
         epoch, within = divmod(state.step, steps_per_epoch)
@@ -114,14 +118,17 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         # Gradient accumulation: the step's examples in micro-batches, weighted by size.
         sums: dict[str, torch.Tensor | float] = {}
         tokens = 0
-        for chunk in micro_batches(indices, hp.gradient_accumulation_steps):
-            weight = len(chunk) / len(indices)
-            with precision.autocast():
-                loss, chunk_stats, chunk_tokens = algo.loss(model, chunk)
-            (loss * weight).backward()
-            tokens += chunk_tokens
+        chunks = micro_batches(indices, hp.gradient_accumulation_steps)
+        for i, chunk in enumerate(chunks):
+            examples, scale, weight = runner.share(chunk, len(indices))
+            with runner.synced(last=i == len(chunks) - 1):
+                with precision.autocast():
+                    loss, chunk_stats, chunk_tokens = runner.loss(examples)
+                (loss * scale).backward()
+            tokens += chunk_tokens if weight else 0
             for k, v in {"loss": loss.detach(), **chunk_stats}.items():
                 sums[k] = sums.get(k, 0.0) + _as_float64(v) * weight
+        sums, tokens = runner.reduce(sums, tokens)
         sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], hp.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
@@ -138,13 +145,13 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         step = state.step + step_offset
         reporter.metrics(step, last, total_steps=total + step_offset)
 
-        if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total:
+        if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total and main:
             _evaluate(model, algo, reporter, step, precision, samples)
-        if state.step % ckpt_every == 0 or state.step == total:
+        if (state.step % ckpt_every == 0 or state.step == total) and main:
             _save(model, optimizer, scheduler, state, out_dir, step, last, reporter)
             last_saved = state.step
 
-    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision, samples)
+    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision, samples) if main else None
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
 
 
