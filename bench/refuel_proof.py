@@ -199,6 +199,9 @@ def main(argv=None) -> int:
     (args.out / "refuel_proof.md").write_text(md)
     (args.out / "refuel_proof.json").write_text(json.dumps({
         "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "refuel_vs": vs,
+        # Every dialogue's per-turn rewards, by seed and method: enough to recompute or audit the tables.
+        "rewards": {str(seed): {name: side["rewards"] for name, side in sides.items()}
+                    for seed, sides in per_seed.items()},
         "machine": platform.platform(), "torch": torch.__version__, "wall_seconds": time.time() - started},
         indent=1, default=str))
     return 0
