@@ -192,8 +192,9 @@ class DataParallel(Local):
         super().__init__(model, algo)
         self.world = w
         device = next(p for p in model.parameters() if p.requires_grad).device
+        # Buffers (rotary frequencies) are the same on every rank: synced once, at wrapping.
         self.ddp = DistributedDataParallel(_Loss(model, algo), device_ids=[device] if device.type == "cuda" else None,
-                                           broadcast_buffers=False)
+                                           forward_sync_buffers=False)
 
     def share(self, chunk, step_size):
         mine = rank_slice(chunk, self.world)

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Auto = Literal["auto"]
 
+# Methods a job may run on several ranks (rlhf_engine/distributed.py; tests/unit/test_distributed.py):
+# the others run on one until their collection and export are shared out too (issue 19).
+DATA_PARALLEL_METHODS = ("dpo",)
+
 # Loss names the DPO family understands; see rlhf_engine/losses.py for the formulas.
 PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "sft"]
 
@@ -56,12 +60,21 @@ class TrainingHyperparameters(StrictModel):
     gradient_checkpointing: bool = False
     eval_interval: int = Field(0, ge=0, description="steps between evaluations; 0 = only at the end")
     checkpoint_interval: int = Field(0, ge=0, description="steps between checkpoints; 0 = once per epoch")
+    # Fewer ranks than the worker's RLHF_TRAIN_PROCESSES (never more); results do not depend on it.
+    train_processes: Union[Auto, int] = Field("auto", description="training processes; auto = the worker's")
 
     @field_validator("n_epochs")
     @classmethod
     def _epochs(cls, v):
         if v != "auto" and not 1 <= v <= 100:
             raise ValueError("n_epochs must be 'auto' or an integer in [1, 100]")
+        return v
+
+    @field_validator("train_processes")
+    @classmethod
+    def _processes(cls, v):
+        if v != "auto" and not 1 <= v <= 64:
+            raise ValueError("train_processes must be 'auto' or an integer in [1, 64]")
         return v
 
     @field_validator("batch_size")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -30,7 +31,7 @@ from rlhf_engine import layout
 from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
-from rlhf_engine.spec import Method, TrainConfig
+from rlhf_engine.spec import DATA_PARALLEL_METHODS, Method, TrainConfig
 from rlhf_engine.tracking.reporter import TensorBoardReporter
 from rlhf_engine.tracking.trackers import Tracker, trackers_from_env, wandb_tracker
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
@@ -56,7 +57,7 @@ from service.shared.store.models import (
     now,
 )
 from service.shared.store.session import session_scope
-from worker import lease
+from worker import lease, ranks
 from worker.celery_app import app
 from worker.openai_metrics import results_csv
 from worker.reporter import DbReporter, write_event
@@ -245,8 +246,6 @@ def _prepare_resume(db: str, job_id: str, step: int, attempt: int) -> None:
 
 
 def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
-    from rlhf_engine.run import run
-
     settings = get_settings()
     db = settings.database_url
     store = ArtifactStore.from_settings(settings)
@@ -268,11 +267,6 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         resume_path = None
         with_retry(lambda: _prepare_resume_from_scratch(db, job_id, job.attempts), "start the job")
 
-    # Every job also gets TensorBoard event files (and W&B / MLflow when configured) beside its artifacts.
-    reporter = TensorBoardReporter(
-        DbReporter(db, job_id, store, heartbeat=heartbeat, owner=owner),
-        logdir=store.path(store.job_key(job_id)) / "tensorboard",
-        trackers=trackers_from_env(run_name=job_id, config=job.method) + _integrations(db, job))
     try:
         inputs = {}
         for file_id in filter(None, [job.training_file, job.validation_file]):
@@ -288,9 +282,12 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
             seed=job.seed, method=Method.model_validate(job.method),
             output_dir=str(store.path(store.job_key(job_id))),
         )
-        result = run(config, reporter, registry=ModelRegistry.load(settings.model_registry),
-                     cache_dir=settings.model_cache_dir, resume_from=resume_path,
-                     resolve_reward_job=lambda name: _reward_job_dir(db, store, job.project_id, name))
+        processes = _processes(db, job, settings)
+        if processes == 1:
+            result, stop_reason = _train(db, store, job, owner, config, resume_path, heartbeat)
+        else:  # the same, on rank 0 of `processes` (worker/ranks.py)
+            result, stop_reason = ranks.launch(processes, "worker.tasks:train_rank",
+                                               (job_id, owner, config.model_dump(), resume_path))
     except StoreUnavailable:
         raise
     except (JobInputError, DatasetError, MissingInput) as err:
@@ -307,11 +304,9 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         _fail(db, job_id, owner, "training_error", f"{type(err).__name__}: {err}",
               detail=traceback.format_exc(limit=8))
         return
-    finally:
-        reporter.close()
 
     if result.stopped:
-        reason = reporter.stop_reason
+        reason = stop_reason
         if reason == CANCELLED:
             write_event(db, job_id, f"Job cancelled at step {result.steps}; worker released", kind="status")
         elif reason == PAUSED:
@@ -342,6 +337,71 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
                    rows=(results,), status=SUCCEEDED, fine_tuned_model=job_model_name(job),
                    result_files=[results.id], trained_tokens=result.trained_tokens, result=result.summary):
         store.delete_file(results.storage_key)  # cancelled meanwhile: no job points at it
+
+
+def _processes(db: str, job: JobRow, settings) -> int:
+    """Ranks for this job: RLHF_TRAIN_PROCESSES, or fewer where the job's `train_processes`
+    asks for fewer. A job asking for more runs on what this worker offers, with an event: its
+    results do not depend on the number of ranks (rlhf_engine/distributed.py)."""
+    offered = settings.train_processes
+    method = Method.model_validate(job.method)
+    if offered > 1 and method.type not in DATA_PARALLEL_METHODS:
+        write_event(db, job.id, f"{method.type} trains on one process (several: {', '.join(DATA_PARALLEL_METHODS)})")
+        return 1
+    asked = method.hyperparameters.train_processes
+    if asked == "auto":
+        return offered
+    if asked > offered:
+        write_event(db, job.id, f"The job asks for {asked} training processes; this worker runs {offered}")
+    return min(asked, offered)
+
+
+def _reporter(db: str, store: ArtifactStore, job: JobRow, owner: str, heartbeat=None):
+    """Every job also gets TensorBoard event files (and W&B / MLflow when configured) beside its artifacts."""
+    return TensorBoardReporter(
+        DbReporter(db, job.id, store, heartbeat=heartbeat, owner=owner),
+        logdir=store.path(store.job_key(job.id)) / "tensorboard",
+        trackers=trackers_from_env(run_name=job.id, config=job.method) + _integrations(db, job))
+
+
+def _train(db: str, store: ArtifactStore, job: JobRow, owner: str, config: TrainConfig, resume_path, heartbeat=None,
+           reporter=None):
+    """(RunResult, the reporter's stop reason): the engine on this process with the job's reporter."""
+    from rlhf_engine.run import run
+
+    settings = get_settings()
+    reporter = reporter or _reporter(db, store, job, owner, heartbeat)
+    try:
+        result = run(config, reporter, registry=ModelRegistry.load(settings.model_registry),
+                     cache_dir=settings.model_cache_dir, resume_from=resume_path,
+                     resolve_reward_job=lambda name: _reward_job_dir(db, store, job.project_id, name))
+    finally:
+        reporter.close()
+    return result, reporter.stop_reason
+
+
+class _Unheard:
+    """The reporter of ranks other than 0: MainOnly never forwards to it (rlhf_engine/distributed.py)."""
+
+    stop_reason = None
+
+    def close(self) -> None:
+        pass
+
+
+def train_rank(job_id: str, owner: str, config: dict, resume_path):
+    """One rank of a job on several processes, started by the elastic launcher: rank 0 reports
+    through the job's DbReporter (polling cancel and pause, which it broadcasts to the others),
+    the others through a reporter that is never heard (rlhf_engine/distributed.MainOnly)."""
+    settings = get_settings()
+    db, store = settings.database_url, ArtifactStore.from_settings(settings)
+    with session_scope(db) as s:
+        job = s.scalar(select(JobRow).where(JobRow.id == job_id))
+        s.expunge(job)
+    main = os.environ.get("RANK") == "0"
+    result = _train(db, store, job, owner, TrainConfig.model_validate(config), resume_path,
+                    reporter=None if main else _Unheard())
+    return result if main else None
 
 
 def _adapter_dir(store: ArtifactStore, key: str) -> Path:

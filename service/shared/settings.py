@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOME = Path(".rlhf")
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     resend_queued_seconds: int = 900  # a queued job sent this long ago is sent again (lost messages)
     task_time_limit: int = 7 * 24 * 3600
     db_retry_seconds: float = 60.0  # how long a worker write waits out a database outage (dbretry.py)
+    # Ranks each job trains on (torch's elastic launcher; one per GPU): worker/ranks.py.
+    train_processes: int = Field(1, ge=1, le=64)
 
     # Access. With no active API key in the database the API runs open as project "default";
     # `auth_required` refuses requests without a key even then (a production install sets it).
