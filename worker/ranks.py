@@ -34,9 +34,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-ARGS, RESULT = "args.pickle", "result.pickle"
+from worker.reporter import SHUTDOWN
+
+ARGS, RESULT, STOP = "args.pickle", "result.pickle", "shutdown"
 
 
 class RanksLost(BaseException):
@@ -51,7 +55,12 @@ def launch(processes: int, entry: str, args: tuple):
         (work / ARGS).write_bytes(pickle.dumps(args))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                    "--max-restarts=0", "--monitor-interval=0.5", "-m", "worker.ranks", entry, str(work)]
-        code = subprocess.run(command, preexec_fn=_die_with_parent).returncode
+        proc = subprocess.Popen(command, preexec_fn=_die_with_parent)
+        while proc.poll() is None:  # a warm shutdown of the worker reaches rank 0's reporter as a file
+            if SHUTDOWN.is_set() and not (work / STOP).exists():
+                (work / STOP).touch()
+            time.sleep(0.2)
+        code = proc.returncode
         if code == 0 and (work / RESULT).exists():
             return pickle.loads((work / RESULT).read_bytes())
         recorded = sorted(work.glob("error-*.pickle"))
@@ -100,11 +109,21 @@ def _peer_gone(err: BaseException) -> bool:
                for frame in traceback.extract_tb(err.__traceback__))
 
 
+def _relay_shutdown(work: Path) -> None:
+    """In each rank: the worker's SHUTDOWN once the child has written the file, so rank 0's
+    DbReporter stops at the next step with a checkpoint and the job is handed back, as with one
+    process (the engine broadcasts rank 0's decision to the others)."""
+    while not (work / STOP).exists():
+        time.sleep(0.2)
+    SHUTDOWN.set()
+
+
 def main(entry: str, work: str) -> None:
     """One rank, as torchrun starts it: `entry(*args)`; rank 0 writes its return value."""
     module, name = entry.split(":")
     function = getattr(importlib.import_module(module), name)
     work_dir = Path(work)
+    threading.Thread(target=_relay_shutdown, args=(work_dir,), daemon=True).start()
     try:
         result = function(*pickle.loads((work_dir / ARGS).read_bytes()))
     except BaseException as err:

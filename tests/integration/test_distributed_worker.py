@@ -93,3 +93,22 @@ def test_cancel_reaches_both_ranks(make_stack):
     while not any("cancelled at step" in m for m in stack.messages(job_id)):
         assert time.monotonic() < deadline, (stack.messages(job_id), stack.logs())
         time.sleep(0.5)
+
+
+def test_warm_shutdown_checkpoints_both_ranks_and_hands_the_job_back(make_stack):
+    stack = make_stack(lease_seconds=10, train_processes=2)
+    first = stack.start_worker()
+    job_id = stack.create_job(n_epochs=10, checkpoint_interval=100)  # 40 steps; no periodic checkpoint
+    stack.wait_row(job_id, lambda r: r["steps_completed"] >= 4, what="step 4")
+    ranks = wait_ranks(stack, job_id)
+    first.terminate()  # warm shutdown
+    first.proc.wait(60)
+    assert gone(ranks.values())
+    row = stack.row(job_id)
+    assert row["status"] == "queued" and row["lease_owner"] is None, (row, first.log())
+    stopped_at = row["steps_completed"]
+    assert any(m.startswith(f"Worker shutting down; job requeued at step {stopped_at}") for m in stack.messages(job_id))
+    stack.start_worker()
+    stack.wait_final(job_id)
+    assert_ran_cleanly(stack, job_id, 40)
+    assert [e["data"]["step"] for e in stack.events(job_id) if e["kind"] == "resumed"] == [stopped_at]
