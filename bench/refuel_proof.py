@@ -65,13 +65,17 @@ def config(name: str, args, train_file: str, eval_file: str, out: Path, seed: in
                        method={"type": kind, kind: {"hyperparameters": {**hp, **extra}}})
 
 
-def success_rates(dialogues, turns: int = 3) -> list[float | None]:
+def replies_of(dialogues) -> list[list[str]]:
+    return [[m.content for m in d.messages if m.role == "assistant"] for d in dialogues]
+
+
+def success_rates(side: dict, turns: int = 3) -> list[float | None]:
+    """Per turn: the share of dialogues whose reply at that turn says the name (turn 1 included)."""
     from rlhf_engine.tasks.carry_name import said_name
 
     rates = []
     for k in range(turns):
-        said = [said_name(r[k], d.seed.info) for d in dialogues
-                if len(r := [m.content for m in d.messages if m.role == "assistant"]) > k]
+        said = [said_name(r[k], info) for r, info in zip(side["replies"], side["infos"]) if len(r) > k]
         rates.append(sum(said) / len(said) if said else None)
     return rates
 
@@ -105,7 +109,11 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--work", type=Path, default=Path("/tmp/refuel-proof"))
+    ap.add_argument("--combine", type=Path, nargs="+", default=None,
+                    help="no run: the tables from these runs' JSON (their per_seed data), pooled over their seeds")
     args = ap.parse_args(argv)
+    if args.combine:
+        return combine(args)
 
     import torch
     from peft import set_peft_model_state_dict
@@ -113,7 +121,7 @@ def main(argv=None) -> int:
 
     from rlhf_engine.callbacks import NullReporter
     from rlhf_engine.data.formats import load_jsonl
-    from rlhf_engine.evaluate_dialogue import bootstrap_ci, rollout_side, summarise, turn_outcomes, turn_rewards
+    from rlhf_engine.evaluate_dialogue import rollout_side, turn_rewards
     from rlhf_engine.model_registry import ModelRegistry
     from rlhf_engine.models import loading
     from rlhf_engine.rewards import make_scorer
@@ -147,7 +155,8 @@ def main(argv=None) -> int:
     for seed in seeds_list:
         kw = dict(users=DatasetUsers(), sampling=sampling, num_turns=3, seed=seed)
         base = rollout_side(model, tok, eval_seeds, use_adapter=False, **kw)
-        sides = {"base": {"dialogues": base, "rewards": turn_rewards(judge, base)}}
+        sides = {"base": {"replies": replies_of(base), "infos": [d.seed.info for d in base],
+                          "rewards": turn_rewards(judge, base)}}
         for name in METHODS:
             print(f"== seed {seed}: {name}", flush=True)
             t0 = time.time()
@@ -162,18 +171,41 @@ def main(argv=None) -> int:
                 set_peft_model_state_dict(model, load_file(result.adapter_dir / "adapter_model.safetensors"))
             dialogues = rollout_side(model, tok, eval_seeds, use_adapter=result is not None, **kw)
             iters = result.summary.get("iterations", []) if result is not None else []
-            sides[name] = {"dialogues": dialogues, "rewards": turn_rewards(judge, dialogues), "wall_seconds": wall,
+            sides[name] = {"replies": replies_of(dialogues), "infos": [d.seed.info for d in dialogues],
+                           "rewards": turn_rewards(judge, dialogues), "wall_seconds": wall,
                            "kl_to_base": kl_to_base(model, tok, dialogues) if result is not None else 0.0,
                            "seconds_per_iteration": [it.get("iteration_seconds") for it in iters]}
         per_seed[seed] = sides
 
-    def returns(rewards):  # the task's return per dialogue: the rewards of turns 2 and 3
-        return [None if r is None else sum(r) for r in rewards]
+    rows, vs = tables(per_seed, seeds_list)
+    md = render(rows, vs, args, seeds_list, time.time() - started)
+    print(md)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "refuel_proof.md").write_text(md)
+    (args.out / "refuel_proof.json").write_text(json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "refuel_vs": vs,
+        # Every dialogue's replies and per-turn rewards, by seed and method: `--combine` recomputes the
+        # tables from these (also across separate runs of different seeds).
+        "per_seed": {str(seed): sides for seed, sides in per_seed.items()},
+        "machine": platform.platform(), "torch": torch.__version__, "wall_seconds": time.time() - started},
+        indent=1, default=str))
+    return 0
+
+
+def returns(rewards):
+    """The task's return per dialogue: the sum of its per-turn rewards (turns 2 and 3 pay)."""
+    return [None if r is None else sum(r) for r in rewards]
+
+
+def tables(per_seed: dict, seeds_list: list) -> tuple[dict, dict]:
+    """The report's rows (each method against the base) and REFUEL against each baseline, with
+    the decision rule of bench/README.md applied; `per_seed[seed][method]` as main collects it."""
+    from rlhf_engine.evaluate_dialogue import bootstrap_ci, summarise, turn_outcomes
 
     rows, vs = {}, {}
     for name in ["base", *METHODS]:
         rows[name] = {"success_per_turn": [
-            sum(v) / len(v) for v in zip(*[success_rates(per_seed[s][name]["dialogues"]) for s in seeds_list])],
+            sum(v) / len(v) for v in zip(*[success_rates(per_seed[s][name]) for s in seeds_list])],
             "return": bootstrap_ci([[x for x in returns(per_seed[s][name]["rewards"]) if x is not None]
                                     for s in seeds_list])}
         if name != "base":
@@ -193,16 +225,34 @@ def main(argv=None) -> int:
                     "head_to_head": summarise([turn_outcomes(per_seed[s]["REFUEL"]["rewards"],
                                                              per_seed[s][name]["rewards"], 3) for s in seeds_list])}
 
-    md = render(rows, vs, args, seeds_list, time.time() - started)
+    return rows, vs
+
+
+def load_seeds(path: Path) -> dict:
+    """A run's per-seed data: the JSON this script writes, or the same fields dumped from a run in
+    progress (`said` for replies, `names` for the users' names)."""
+    data = json.loads(path.read_text())
+    per_seed = data.get("per_seed", data)
+    for sides in per_seed.values():
+        for side in sides.values():
+            side.setdefault("replies", side.get("said"))
+            side.setdefault("infos", [{"task": "carry_name", "name": n} for n in side.get("names", [])])
+    return per_seed
+
+
+def combine(args) -> int:
+    per_seed = {}
+    for path in args.combine:
+        per_seed.update(load_seeds(path))
+    seeds_list = sorted(per_seed)
+    rows, vs = tables(per_seed, seeds_list)
+    wall = sum(w for sides in per_seed.values() for side in sides.values() for w in [side.get("wall_seconds") or 0])
+    md = render(rows, vs, args, seeds_list, wall)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "refuel_proof.md").write_text(md)
     (args.out / "refuel_proof.json").write_text(json.dumps({
-        "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "refuel_vs": vs,
-        # Every dialogue's per-turn rewards, by seed and method: enough to recompute or audit the tables.
-        "rewards": {str(seed): {name: side["rewards"] for name, side in sides.items()}
-                    for seed, sides in per_seed.items()},
-        "machine": platform.platform(), "torch": torch.__version__, "wall_seconds": time.time() - started},
+        "combined_from": [str(p) for p in args.combine], "rows": rows, "refuel_vs": vs, "per_seed": per_seed},
         indent=1, default=str))
     return 0
 
