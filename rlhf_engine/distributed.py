@@ -23,9 +23,11 @@ How N ranks make one job whose results do not depend on N:
             `should_stop` and broadcasts its answer, so cancel and pause reach every rank at the
             same step.
 
-Trainable weights, optimizer state and RNG streams are identical on every rank (DDP broadcasts
-rank 0's parameters when it wraps the model; every rank steps the same averaged gradients), so
-rank 0's checkpoint resumes every rank.
+Trainable weights and optimizer state are identical on every rank (DDP broadcasts rank 0's
+parameters when it wraps the model; every rank steps the same averaged gradients), so rank 0's
+checkpoint resumes every rank. Not yet with LoRA dropout > 0 (the default is 0): each rank then
+draws masks for its own share from the same seed, so N ranks do not retrace N=1, and the
+checkpoint restores rank 0's RNG on all of them.
 """
 
 from __future__ import annotations
