@@ -264,6 +264,9 @@ class ApiServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning",
+             # The server keeps an idle connection longer than httpx's pool does (5 s): with equal
+             # timeouts a request sent as the server closes the connection is reset (ECONNRESET).
+             "--timeout-keep-alive", "30",
              *(["--workers", str(self.workers)] if self.workers > 1 else [])],
             cwd=REPO, env=service_env(**self.settings), stdout=log, stderr=subprocess.STDOUT)
         try:
