@@ -9,6 +9,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from rlhf_engine.callbacks import NullReporter
 from rlhf_engine.run import run
 from rlhf_engine.spec import Method, TrainConfig
 from rlhf_engine.tracking.event_file import read_events
@@ -17,23 +18,11 @@ from rlhf_engine.tracking.reporter import TensorBoardReporter
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class Recorder:
+class Recorder(NullReporter):
     """A reporter that keeps what the samples test reads (and nothing else)."""
 
     def __init__(self):
         self.seen = []
-
-    def event(self, message, *, level="info", data=None):
-        pass
-
-    def metrics(self, step, values, *, total_steps=None):
-        pass
-
-    def checkpoint(self, step, path, metrics):
-        pass
-
-    def should_stop(self):
-        return False
 
     def samples(self, step, items):
         self.seen.append((step, items))
