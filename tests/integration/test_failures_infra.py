@@ -57,7 +57,9 @@ def test_postgres_down_longer_than_the_retry_budget(make_stack, own_postgres):
     """Past RLHF_DB_RETRY_SECONDS the run stops without a verdict (it could not write one). Once the
     database is back, the reaper finds the lapsed lease and requeues the job, which resumes from
     its last checkpoint: every step recorded once, one final adapter, no row without its files."""
-    stack = make_stack(postgres=own_postgres, lease_seconds=4, db_retry_seconds=1)
+    # A lease of 8 s: with 4 s a loaded machine let a healthy heartbeat lapse once more (attempts 3).
+    lease = 8
+    stack = make_stack(postgres=own_postgres, lease_seconds=lease, db_retry_seconds=1)
     worker = stack.start_worker()
     job_id = stack.create_job(n_epochs=8)  # 32 steps, a checkpoint every 4
     stack.wait_row(job_id, lambda r: r["steps_completed"] >= 6, what="step 6")
@@ -68,7 +70,7 @@ def test_postgres_down_longer_than_the_retry_budget(make_stack, own_postgres):
     # Meanwhile the API process stays up and says why it is not ready.
     assert_envelope(stack.client.get("/readyz"), 503, param="database", code="dependency_unavailable")
     assert stack.client.get("/healthz").status_code == 200
-    time.sleep(max(0.0, 8 - (time.monotonic() - halted)))  # well past the 1 s retry budget and the 4 s lease
+    time.sleep(max(0.0, lease + 4 - (time.monotonic() - halted)))  # past the 1 s retry budget and the lease
     own_postgres.start()
     assert stack.client.get("/readyz").status_code == 200
 
