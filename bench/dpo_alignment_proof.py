@@ -1,9 +1,10 @@
 """Issue 3's proof that DPO aligns: train smollm2-135m-instruct on the bundled `concise` dataset
 and compare base vs tuned on held-out questions (rlhf_engine/evals/concise.py).
 
-    python bench/dpo_alignment_proof.py [--lr-multiplier 5] [--epochs 1]
+    python bench/dpo_alignment_proof.py [--lr-multiplier 5] [--epochs 1] [--loss-weights '{"sigmoid": 1, "sft": 1}']
 
-Writes bench/results/dpo_alignment.{json,md}.
+Writes bench/results/dpo_alignment.{json,md} (or --results DIR). The base's answers are greedy,
+so they are computed once and kept in --base-cache for the next run.
 """
 
 from __future__ import annotations
@@ -35,11 +36,17 @@ def main() -> int:
     parser.add_argument("--lr-multiplier", type=float, default=5)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--loss-weights", type=json.loads, default=None,
+                        help='a weighted sum of losses as JSON, e.g. {"sigmoid": 1, "sft": 1}')
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "dpo_alignment_proof")
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--base-cache", type=Path, default=REPO / "runs" / "dpo_alignment_base.json")
     args = parser.parse_args()
 
     data = REPO / "rlhf_engine" / "datasets"
     hp = {"n_epochs": args.epochs, "batch_size": 8, "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta}
+    if args.loss_weights:
+        hp["loss_weights"] = args.loss_weights
     config = TrainConfig(model="smollm2-135m-instruct", training_file=str(data / "concise_train.jsonl"),
                          validation_file=str(data / "concise_eval.jsonl"), seed=0, output_dir=str(args.out),
                          method={"type": "dpo", "dpo": {"hyperparameters": hp}})
@@ -58,14 +65,20 @@ def main() -> int:
 
     model_dir = materialise(ModelRegistry.load().get(config.model))
     tokenizer = load_tokenizer(model_dir)
-    base = evaluate(load_causal_lm(model_dir).eval(), tokenizer, with_kl=False)
+    if args.base_cache.exists():
+        base = json.loads(args.base_cache.read_text())
+    else:
+        base = evaluate(load_causal_lm(model_dir).eval(), tokenizer, with_kl=False)
+        args.base_cache.parent.mkdir(parents=True, exist_ok=True)
+        args.base_cache.write_text(json.dumps(base, indent=1))
     tuned_model = PeftModel.from_pretrained(load_causal_lm(model_dir), result.adapter_dir).eval()
     tuned = evaluate(tuned_model, tokenizer)
 
     summary = result.summary
     report = {
         "command": (f"python bench/dpo_alignment_proof.py --lr-multiplier {args.lr_multiplier} "
-                    f"--epochs {args.epochs} --beta {args.beta}"),
+                    f"--epochs {args.epochs} --beta {args.beta}"
+                    + (f" --loss-weights '{json.dumps(args.loss_weights)}'" if args.loss_weights else "")),
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                     "transformers": transformers.__version__},
         "hyperparameters": hp, "steps": result.steps, "train_seconds": round(train_seconds, 1),
@@ -75,8 +88,10 @@ def main() -> int:
         "base": base["summary"], "tuned": tuned["summary"],
         "examples": [{"question": b["question"], "base": b["answer"], "tuned": t["answer"]}
                      for b, t in zip(base["answers"][:4], tuned["answers"][:4])],
+        "answers": [{"question": b["question"], "base": b, "tuned": t}
+                    for b, t in zip(base["answers"], tuned["answers"])],
     }
-    out = REPO / "bench" / "results"
+    out = args.results
     out.mkdir(parents=True, exist_ok=True)
     (out / "dpo_alignment.json").write_text(json.dumps(report, indent=1) + "\n")
     b, t = base["summary"], tuned["summary"]
