@@ -2,10 +2,11 @@
 
 Starts `uvicorn service.app:app` and `celery -A worker.celery_app worker` on SQLite and kombu's
 SQLAlchemy transport (files under .rlhf/demo), uploads the bundled `concise` preference dataset,
-trains a DPO LoRA adapter on smollm2-135m-instruct, downloads it, and prints a held-out answer
-before and after. It ends by chatting with the base and the fine-tuned model through
-`/v1/chat/completions` with the official `openai` client, served by `python -m worker.serve`
-(RLHF_INFERENCE_URL). Everything it prints comes from this run.
+trains a DPO LoRA adapter on smollm2-135m-instruct and downloads it. It ends by chatting with the
+base and the fine-tuned model through `/v1/chat/completions` with the official `openai` client,
+served by `python -m worker.serve` (RLHF_INFERENCE_URL): all 16 held-out questions, a before/after
+table of the preferred property and the key-fact rate, and the first answers as they came.
+Everything it prints comes from this run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ MODEL = "smollm2-135m-instruct"
 PORT = int(os.environ.get("DEMO_PORT", "8765"))
 SERVE_PORT = int(os.environ.get("DEMO_SERVE_PORT", "8766"))  # the built-in inference server
 HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5, "beta": 0.1}
-QUESTIONS = ["What is the capital of Portugal?", "How many legs does a spider have?"]
 
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -38,8 +38,14 @@ def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def chat(fine_tuned: str, serve: subprocess.Popen) -> None:
-    """The user's last step, as with OpenAI: chat with the fine-tuned model by its name."""
+    """The user's last step, as with OpenAI: chat with the fine-tuned model by its name. Every
+    held-out question of the dataset goes to the base and to the fine-tuned model (greedy); the
+    table counts what DPO was asked for (one sentence of at most 15 words) and whether the answer
+    still holds the key fact (rlhf_engine/evals/concise.py), and the first three answers are shown
+    as they came, not picked."""
     from openai import OpenAI
+
+    from rlhf_engine.evals.concise import has_property, held_out, is_correct
 
     for _ in range(300):  # the inference server loads the base once
         if serve.poll() is not None:
@@ -50,13 +56,24 @@ def chat(fine_tuned: str, serve: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.5)
     client = OpenAI(base_url=f"http://127.0.0.1:{PORT}/v1", api_key="local")
-    print(f"\n[demo] chat through /v1/chat/completions: {MODEL} vs {fine_tuned}")
-    for q in QUESTIONS:
-        t = time.time()
-        replies = [client.chat.completions.create(model=name, messages=[{"role": "user", "content": q}],
-                                                  temperature=0, max_tokens=64).choices[0].message.content
-                   for name in (MODEL, fine_tuned)]
-        print(f"Q: {q}\n  base:       {replies[0]}\n  fine-tuned: {replies[1]}   ({time.time() - t:.1f}s for both)")
+    questions = held_out()
+    print(f"\n[demo] {len(questions)} held-out questions through /v1/chat/completions: {MODEL} vs {fine_tuned}",
+          flush=True)
+    t = time.time()
+    replies = [[client.chat.completions.create(model=name, messages=[{"role": "user", "content": q}],
+                                               temperature=0, max_tokens=64).choices[0].message.content
+                for name in (MODEL, fine_tuned)] for q, _ in questions]
+    n = len(questions)
+
+    def rate(test, side: int) -> str:
+        return f"{sum(test(r[side], key) for r, (_, key) in zip(replies, questions)) / n:.2f}"
+
+    print(f"\n| held-out ({n} questions, {time.time() - t:.0f}s of chat) | base | fine-tuned |\n|---|---|---|")
+    print(f"| one sentence, <= 15 words (preferred) | {rate(lambda r, _: has_property(r), 0)} "
+          f"| {rate(lambda r, _: has_property(r), 1)} |")
+    print(f"| contains the key fact | {rate(is_correct, 0)} | {rate(is_correct, 1)} |")
+    for (q, _), (base, tuned) in list(zip(questions, replies))[:3]:
+        print(f"\nQ: {q}\n  base:       {base}\n  fine-tuned: {tuned}")
 
 
 def main() -> int:
@@ -71,16 +88,12 @@ def main() -> int:
            "RLHF_INFERENCE_URL": f"http://127.0.0.1:{SERVE_PORT}"}
     os.environ.update(env)
 
-    # The base model's answers first (this also materialises the model cache the worker reuses).
-    from rlhf_engine.generate import answer
+    # The model cache the worker and the inference server reuse.
     from rlhf_engine.model_registry import ModelRegistry
-    from rlhf_engine.models.loading import load_causal_lm, load_tokenizer, materialise
+    from rlhf_engine.models.loading import materialise
 
     print(f"[demo] preparing {MODEL} (the first run converts the packaged GGUF, ~1 min)", flush=True)
-    model_dir = materialise(ModelRegistry.load().get(MODEL))
-    tokenizer = load_tokenizer(model_dir)
-    base = load_causal_lm(model_dir).eval()
-    before = {q: answer(base, tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS}
+    materialise(ModelRegistry.load().get(MODEL))
 
     api = start([sys.executable, "-m", "uvicorn", "service.app:app", "--port", str(PORT)], env, HOME / "api.log")
     worker = start([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel=INFO"],
@@ -139,12 +152,6 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    from peft import PeftModel
-
-    tuned = PeftModel.from_pretrained(load_causal_lm(model_dir), adapter_dir).eval()
-    for q in QUESTIONS:
-        print(f"\nQ: {q}\n  before: {before[q]}\n"
-              f"  after:  {answer(tuned, tokenizer, [{'role': 'user', 'content': q}])}")
     final = job.get("result") or {}
     print(f"\n[demo] eval reward accuracy {final.get('eval/rewards/accuracies', float('nan')):.2f}, "
           f"eval margin {final.get('eval/rewards/margins', float('nan')):.3f}; wall time {time.time() - t0:.0f}s")
