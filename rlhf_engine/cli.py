@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                  resume_from=args.resume_from)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 speaks for the job
         return 0
-    reporter._emit({"type": "result", "adapter_dir": str(result.adapter_dir), "steps": result.steps,
+    reporter._emit({"type": "result", "adapter_dir": str(result.adapter_dir), "merged_dir": str(result.merged_dir),
+                    "steps": result.steps,
                     "trained_tokens": result.trained_tokens, "summary": result.summary})
     return 0
 

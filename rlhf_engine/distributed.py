@@ -22,8 +22,11 @@ How N ranks make one job whose results do not depend on N:
   reporting only rank 0 reports (metrics, events, checkpoints, the final adapter); rank 0 polls
             `should_stop` and broadcasts its answer, so cancel and pause reach every rank at the
             same step.
+  sharding  a job that trains every weight (`finetuning_type: "full"`) shards them, their
+            gradients and the optimizer state with FSDP2 (rlhf_engine/sharding.py), through the
+            same step protocol; its evaluation, samples and checkpoints then run on every rank.
 
-Trainable weights and optimizer state are identical on every rank (DDP broadcasts rank 0's
+With DDP, trainable weights and optimizer state are identical on every rank (DDP broadcasts rank 0's
 parameters when it wraps the model; every rank steps the same averaged gradients), so rank 0's
 checkpoint resumes every rank. Not yet with LoRA dropout > 0 (the default is 0): each rank then
 draws masks for its own share from the same seed, so N ranks do not retrace N=1, and the
@@ -82,14 +85,15 @@ def finish(created: bool) -> None:
         dist.destroy_process_group()
 
 
-def _active() -> bool:
+def active() -> bool:
+    """Whether this process is one of several joined ranks."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def agree(value):
     """Rank 0's `value` on every rank: one decision where ranks might see different answers
     (a cache file another job is writing, a cancel that lands between two ranks' polls)."""
-    if not _active():
+    if not active():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -98,7 +102,7 @@ def agree(value):
 
 def sum_tensor(t: torch.Tensor) -> torch.Tensor:
     """The sum over ranks of `t`, where it lives (NCCL needs it on the rank's GPU)."""
-    if not _active():
+    if not active():
         return t
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     out = t.to(device)
@@ -150,7 +154,12 @@ def reporter_for(reporter, w: World | None = None):
 class Local:
     """One rank's part of an optimizer step, for a one-process job: the whole micro-batch, its
     loss weighted by its size, nothing to synchronise. `train.fit` runs every job through this
-    small protocol (`share`, `synced`, `loss`, `reduce`); `DataParallel` is its N-rank form."""
+    small protocol (`share`, `synced`, `loss`, `reduce`, `clip`; `run` for evaluation and samples);
+    `DataParallel` is its N-rank form, `sharding.Sharded` its sharded one (full fine-tuning)."""
+
+    # Whether every rank must run evaluation, samples and checkpoints (sharded weights: each
+    # forward and each state dict is collective); otherwise rank 0 alone does.
+    everywhere = False
 
     def __init__(self, model, algo):
         self.model, self.algo = model, algo
@@ -167,9 +176,43 @@ class Local:
     def loss(self, examples: list[int]):
         return self.algo.loss(self.model, examples)
 
+    def run(self, fn, *args):
+        """fn(model, *args): a forward outside the step (evaluation, samples)."""
+        return fn(self.model, *args)
+
     def reduce(self, sums: dict, tokens: int) -> tuple[dict, int]:
         """The step's statistics and token count over all ranks."""
         return sums, tokens
+
+    def clip(self, max_norm: float) -> torch.Tensor:
+        """Clip the trainable parameters' gradients to a total norm of `max_norm`; the norm before."""
+        return torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], max_norm)
+
+
+class Ranks(Local):
+    """The step over N ranks: each runs its contiguous share of every micro-batch, with its mean
+    loss scaled by N * len(share) / len(step) (the gradient averaging over ranks then gives the
+    step's mean), and one all-reduce sums the step's statistics. How gradients are averaged is the
+    subclass's: DDP's all-reduce (`DataParallel`) or FSDP2's reduce-scatter (`sharding.Sharded`)."""
+
+    def __init__(self, model, algo, w: World):
+        super().__init__(model, algo)
+        self.world = w
+
+    def share(self, chunk, step_size):
+        mine = rank_slice(chunk, self.world)
+        if not mine:  # every rank must run the collectives: one example, weight 0
+            return chunk[:1], 0.0, 0.0
+        weight = len(mine) / step_size
+        return mine, weight * self.world.size, weight
+
+    def reduce(self, sums, tokens):
+        keys = list(sums)
+        device = next(self.model.parameters()).device
+        packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device).reshape(())
+                              for k in keys] + [torch.tensor(float(tokens), dtype=torch.float64, device=device)])
+        packed = sum_tensor(packed)
+        return dict(zip(keys, packed[:-1].unbind())), int(packed[-1].item())
 
 
 class _Loss(torch.nn.Module):
@@ -184,26 +227,18 @@ class _Loss(torch.nn.Module):
         return self.algo.loss(self.model, examples)
 
 
-class DataParallel(Local):
-    """The step over N ranks: each runs its share of every micro-batch under DDP, which averages
-    the trainable parameters' gradients on the last micro-batch of the step (`no_sync` before)."""
+class DataParallel(Ranks):
+    """Under DDP, which averages the trainable parameters' gradients on the last micro-batch of
+    the step (`no_sync` before). Weights are whole on every rank: rank 0 alone evaluates."""
 
     def __init__(self, model, algo, w: World):
         from torch.nn.parallel import DistributedDataParallel
 
-        super().__init__(model, algo)
-        self.world = w
+        super().__init__(model, algo, w)
         device = next(p for p in model.parameters() if p.requires_grad).device
         # Buffers (rotary frequencies) are the same on every rank: synced once, at wrapping.
         self.ddp = DistributedDataParallel(_Loss(model, algo), device_ids=[device] if device.type == "cuda" else None,
                                            forward_sync_buffers=False)
-
-    def share(self, chunk, step_size):
-        mine = rank_slice(chunk, self.world)
-        if not mine:  # every rank must run the all-reduce: one example, weight 0
-            return chunk[:1], 0.0, 0.0
-        weight = len(mine) / step_size
-        return mine, weight * self.world.size, weight
 
     def synced(self, last: bool):
         return contextlib.nullcontext() if last else self.ddp.no_sync()
@@ -211,15 +246,7 @@ class DataParallel(Local):
     def loss(self, examples):
         return self.ddp(examples)
 
-    def reduce(self, sums, tokens):
-        keys = list(sums)
-        device = next(self.model.parameters()).device
-        packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=device).reshape(())
-                              for k in keys] + [torch.tensor(float(tokens), dtype=torch.float64, device=device)])
-        packed = sum_tensor(packed)
-        return dict(zip(keys, packed[:-1].unbind())), int(packed[-1].item())
 
-
-def step_runner(model, algo, w: World | None = None) -> Local:
-    w = w or world()
-    return Local(model, algo) if w.size == 1 or not _active() else DataParallel(model, algo, w)
+def barrier() -> None:
+    if active():
+        dist.barrier()

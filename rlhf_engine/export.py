@@ -1,4 +1,5 @@
-"""Adapter export in the standard PEFT layout (safetensors; nothing pickled)."""
+"""Adapter export in the standard PEFT layout, and whole models as transformers directories
+(safetensors; nothing pickled)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,31 @@ def save_merged(model, tokenizer, out_dir: Path) -> Path:
     merged.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def save_full(model, tokenizer, out_dir: Path) -> Path | None:
+    """A full fine-tune's weights as a plain transformers directory (config, safetensors, tokenizer).
+
+    Every rank calls it: get_model_state_dict(full_state_dict, cpu_offload) gathers the FSDP2 shards
+    into whole tensors on rank 0's CPU (with one process, the weights as they are); rank 0 writes
+    them to a temp dir and renames it, and gets the path (the other ranks None)."""
+    import shutil
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from rlhf_engine.distributed import world
+
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not world().is_main:
+        return None
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
 
 
 def merge_adapter_dir(base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:

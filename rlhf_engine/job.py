@@ -6,11 +6,12 @@ its model, trains through `train.fit` and finishes with `save_result`; the steps
 once so that every method loads, wraps, reports and exports the same way:
 
     load_policy      tokenizer, causal LM in the job's precision, a chained job's adapters merged,
-                     flex attention, gradient checkpointing, LoRA
+                     flex attention, gradient checkpointing, LoRA (or none: finetuning_type "full")
     load_pairs       the training and validation files as token pairs (DPO, SFT, reward models)
     reference_logps  log-probs of the model the job starts from, cached (reference.py)
     fit              train.fit with the job's seed, reporter, output directory and precision
-    save_result      the adapter in PEFT layout, or nothing when the run stopped early
+    save_result      the adapter in PEFT layout (a full fine-tune: a transformers directory), or
+                     nothing when the run stopped early
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from rlhf_engine.callbacks import Reporter
 from rlhf_engine.data import formats
 from rlhf_engine.data.pairs import tokenize_examples
-from rlhf_engine.layout import ADAPTER
+from rlhf_engine.layout import ADAPTER, MERGED
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.precision import Precision
@@ -70,7 +71,9 @@ class Job:
 def load_policy(job: Job, *, lora_dropout: bool = True):
     """(peft model, tokenizer): the causal LM in the job's precision with a fresh LoRA adapter over
     a chained job's merged init_adapters. lora_dropout=False turns the spec's dropout off, with a
-    warning: the regression methods compare the policy with log pi_t computed in eval mode."""
+    warning: the regression methods compare the policy with log pi_t computed in eval mode.
+    finetuning_type "full": the causal LM itself, every weight trainable (fp32: precision.decide);
+    its reference is the same model before training (reference_logps), no second copy."""
     from rlhf_engine.models import loading
 
     config, hp = job.config, job.hp
@@ -87,6 +90,9 @@ def load_policy(job: Job, *, lora_dropout: bool = True):
     if hp.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.enable_input_require_grads()
+    if hp.full:
+        job.report_loaded(base, " (full fine-tuning)")
+        return base, tokenizer
     lora = hp.lora
     if not lora_dropout and lora.dropout:
         # log pi_t (collection, eval mode) and the training forward must be one function, or the
@@ -139,15 +145,20 @@ def fit(job: Job, model, algo, *, what: str = "examples", hp=None, **kwargs):
     return train_fit(model, algo, hp, out_dir=job.out_dir, precision=job.precision, **kwargs)
 
 
-def save_result(job: Job, model, result, *, summary: dict | None = None) -> RunResult:
+def save_result(job: Job, model, result, *, tokenizer=None, summary: dict | None = None) -> RunResult:
     """The RunResult of a finished fit: the adapter in PEFT layout (for a chained job combined with
-    its init_adapters, so it loads on the registry base), or none when the run stopped early."""
+    its init_adapters, so it loads on the registry base), or none when the run stopped early. A full
+    fine-tune (every rank calls this: its weights are gathered from their shards) writes its whole
+    model, with `tokenizer`, as a transformers directory instead."""
     from rlhf_engine.distributed import world
-    from rlhf_engine.export import save_adapter
+    from rlhf_engine.export import save_adapter, save_full
 
     if result.stopped:
         return RunResult(None, result.steps, result.trained_tokens, True, result.final_metrics)
+    merged = save_full(model, tokenizer, job.out_dir / MERGED) if job.hp.full else None
     if not world().is_main:  # on N ranks rank 0 writes the result (the weights are the same on all)
         return RunResult(None, result.steps, result.trained_tokens, False, result.final_metrics)
-    adapter = save_adapter(model, job.out_dir / ADAPTER, job.config.model, stacked_on=job.config.init_adapters)
-    return RunResult(adapter, result.steps, result.trained_tokens, False, {**result.final_metrics, **(summary or {})})
+    adapter = None if job.hp.full else save_adapter(model, job.out_dir / ADAPTER, job.config.model,
+                                                    stacked_on=job.config.init_adapters)
+    return RunResult(adapter, result.steps, result.trained_tokens, False, {**result.final_metrics, **(summary or {})},
+                     merged_dir=merged)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 @dataclass
 class RunResult:
-    adapter_dir: Path | None  # None when stopped early
+    adapter_dir: Path | None  # None when stopped early, or when every weight trained
     steps: int
     trained_tokens: int
     stopped: bool
     summary: dict = field(default_factory=dict)
+    merged_dir: Path | None = None  # a full fine-tune's model, a transformers directory (layout.MERGED)
 
 
 class JobInputError(ValueError):

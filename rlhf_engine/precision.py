@@ -12,7 +12,9 @@ and evaluation therefore all run inside the same `Precision.autocast()`.
     fp32  fp32 weights, no autocast
 
 Trainable parameters (LoRA, a reward model's score head) are fp32 in every mode: an AdamW update
-of ~1e-4 on a weight of ~0.02 is below bf16's resolution there and would round away.
+of ~1e-4 on a weight of ~0.02 is below bf16's resolution there and would round away. So a job that
+trains every weight (`finetuning_type: "full"`) keeps all of them fp32 (`decide(..., full=True)`):
+its forwards compute in bf16 through autocast, or, sharded, FSDP2's bf16 copies of the parameters.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def bf16_supported(device: str) -> bool:
     return is_cuda(device) and torch.cuda.is_bf16_supported(including_emulation=False)
 
 
-def decide(setting: str, device: str) -> Precision:
-    """The job's precision for `setting` ("auto", "bf16", "fp32"; spec.TrainConfig.precision) on `device`."""
+def decide(setting: str, device: str, *, full: bool = False) -> Precision:
+    """The job's precision for `setting` ("auto", "bf16", "fp32"; spec.TrainConfig.precision) on `device`;
+    `full`: every weight trains, so every weight is fp32 (the compute is the setting's)."""
     cuda = is_cuda(device)
     if setting == "fp32" or (setting == "auto" and not bf16_supported(device)):
         return Precision(device, torch.float32, None)
@@ -80,7 +83,7 @@ def decide(setting: str, device: str) -> Precision:
         raise ValueError(f"unknown precision {setting!r}")
     if cuda and not bf16_supported(device):
         raise ValueError(f"precision 'bf16' asked for, but {torch.cuda.get_device_name(device)} has no bf16")
-    return Precision(device, torch.bfloat16 if cuda else torch.float32, torch.bfloat16)
+    return Precision(device, torch.bfloat16 if cuda and not full else torch.float32, torch.bfloat16)
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -1,8 +1,10 @@
 """Reference-policy log-probs: computed once per (base model, tokenised dataset), cached on disk.
 
 The reference is the model the job starts from: the policy with its LoRA adapter disabled, so no
-second copy of the weights is ever loaded. For a chained job (TrainConfig.init_adapters) that is
-the base with the earlier adapters merged in: the model it continues, not the original base.
+second copy of the weights is ever loaded; a full fine-tune (no adapter) computes them from its
+weights before its first step, so they too are the frozen start. For a chained job
+(TrainConfig.init_adapters) that is the base with the earlier adapters merged in: the model it
+continues, not the original base.
 The values depend on the base weights, the exact token ids and
 the precision the forward ran in (rlhf_engine/precision.py: a CPU fp32 reference differs from a
 GPU bf16 one by as much as a DPO margin), so they are keyed by a hash of all three and reused

@@ -37,7 +37,8 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     model_dir = loading.materialise(registry.get(config.model), cache_dir)
-    precision = precisions.decide(config.precision, precisions.default_device())  # for every forward of the job
+    precision = precisions.decide(config.precision, precisions.default_device(),  # for every forward of the job
+                                  full=config.method.hyperparameters.full)
     created = distributed.init(precision.device)  # launched on N ranks: join them (rlhf_engine/distributed.py)
     try:
         return train(Job(config, distributed.reporter_for(reporter), registry, model_dir, precision,

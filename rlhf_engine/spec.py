@@ -7,7 +7,7 @@ with the engine's own knobs. Values the user may leave to us accept "auto", like
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,6 +16,10 @@ Auto = Literal["auto"]
 # Methods a job may run on several ranks (rlhf_engine/distributed.py; tests/unit/test_distributed.py):
 # the others run on one until their collection and export are shared out too (issue 19).
 DATA_PARALLEL_METHODS = ("dpo",)
+
+# Methods that may train every weight (`finetuning_type: "full"`; docs/distributed.md): the others
+# train a LoRA adapter only.
+FULL_FINETUNING_METHODS = ("dpo", "supervised")
 
 # Loss names the DPO family understands; see rlhf_engine/losses.py for the formulas.
 PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "sft"]
@@ -62,6 +66,18 @@ class TrainingHyperparameters(StrictModel):
     checkpoint_interval: int = Field(0, ge=0, description="steps between checkpoints; 0 = once per epoch")
     # Fewer ranks than the worker's RLHF_TRAIN_PROCESSES (never more); results do not depend on it.
     train_processes: Union[Auto, int] = Field("auto", description="training processes; auto = the worker's")
+    # "full": every weight trains (no LoRA; the output is a transformers directory), sharded over the
+    # job's ranks with FSDP2 (rlhf_engine/sharding.py). Offered where `full_finetuning` is set.
+    finetuning_type: Literal["lora", "full"] = Field("lora", description="'lora' (an adapter) or 'full' (every weight)")
+    full_finetuning: ClassVar[bool] = False
+
+    @field_validator("finetuning_type")
+    @classmethod
+    def _full(cls, v):
+        if v == "full" and not cls.full_finetuning:
+            raise ValueError(f"finetuning_type 'full' is offered by the {' and '.join(FULL_FINETUNING_METHODS)} "
+                             "methods only; this method trains a LoRA adapter")
+        return v
 
     @field_validator("n_epochs")
     @classmethod
@@ -114,6 +130,10 @@ class TrainingHyperparameters(StrictModel):
     def lr(self) -> float:
         return self.learning_rate * self.lr_multiplier
 
+    @property
+    def full(self) -> bool:
+        return self.finetuning_type == "full"
+
 
 class EvalSamples(StrictModel):
     """Replies shown while a method that generates trains (rlhf_engine/samples.py): at every
@@ -124,6 +144,8 @@ class EvalSamples(StrictModel):
 
 
 class DpoHyperparameters(TrainingHyperparameters, EvalSamples):
+    full_finetuning: ClassVar[bool] = True
+
     beta: Union[Auto, float] = Field("auto", description="KL strength; auto = 0.1")
     loss_type: PreferenceLoss = "sigmoid"
     # Weighted sum of losses, e.g. {"sigmoid": 1.0, "sft": 0.1}; overrides loss_type when given.
@@ -155,7 +177,7 @@ class DpoHyperparameters(TrainingHyperparameters, EvalSamples):
 
 
 class SupervisedHyperparameters(TrainingHyperparameters, EvalSamples):
-    pass
+    full_finetuning: ClassVar[bool] = True
 
 
 class RewardSource(StrictModel):
@@ -217,6 +239,8 @@ class RefuelHyperparameters(OnlineHyperparameters, DialogueRollouts):
 class DialogueDpoHyperparameters(DpoHyperparameters, RolloutSampling, DialogueRollouts):
     """The DPO baselines of multi-turn RLHF (`dpo_last_turn`, `dpo_multi_turn`): pairs of base-model
     dialogues collected once, preferred by return, then DPO (rlhf_engine/algorithms/dialogue_dpo.py)."""
+
+    full_finetuning: ClassVar[bool] = False  # its collection samples the base through the disabled adapter
 
     rollouts: int = Field(
         16, ge=1, le=100000,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_engine import checkpoint, distributed, layout
+from rlhf_engine import checkpoint, distributed, layout, sharding
 from rlhf_engine.callbacks import Reporter
 from rlhf_engine.precision import Precision
 from rlhf_engine.spec import TrainingHyperparameters
@@ -76,15 +76,26 @@ def make_optimizer(model, hp: TrainingHyperparameters, total_steps: int):
     return optimizer, scheduler
 
 
+def step_runner(model, algo, hp: TrainingHyperparameters, precision: Precision | None = None) -> distributed.Local:
+    """How this process runs a step (rlhf_engine/distributed.py): Local with one rank; with N,
+    DataParallel (DDP), or Sharded (FSDP2, rlhf_engine/sharding.py) when every weight trains."""
+    w = distributed.world()
+    if w.size == 1 or not distributed.active():
+        return distributed.Local(model, algo)
+    return sharding.Sharded(model, algo, w, precision) if hp.full else distributed.DataParallel(model, algo, w)
+
+
 def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Reporter, out_dir: Path,
         resume_from: Path | None = None, step_offset: int = 0, precision: Precision | None = None,
         samples: Callable[[object, int], None] | None = None) -> FitResult:
-    """Train `model` (a peft model) on `algo` for hp.epochs; checkpoints go to out_dir/checkpoints.
+    """Train `model` (a peft model, or with hp.full a whole model) on `algo` for hp.epochs;
+    checkpoints go to out_dir/checkpoints.
 
     step_offset shifts the reported step numbers (online methods call fit once per iteration).
     Every forward, training and evaluation, runs in `precision` (default: the weights' own dtype).
     Launched on N ranks (rlhf_engine/distributed.py), each runs its share of every micro-batch
-    and only rank 0 evaluates, reports and writes checkpoints; the steps are N=1's.
+    and only rank 0 reports; only rank 0 evaluates and writes checkpoints unless the weights are
+    sharded (hp.full: rlhf_engine/sharding.py), when every rank does. The steps are N=1's.
     """
     precision = precision or Precision.native(model)
     n = algo.num_examples
@@ -93,22 +104,22 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
     total = hp.epochs * steps_per_epoch
     ckpt_every = hp.checkpoint_interval or steps_per_epoch
     torch.manual_seed(seed)
+    runner = step_runner(model, algo, hp, precision)  # before the optimizer: FSDP2 replaces the parameters
     optimizer, scheduler = make_optimizer(model, hp, total)
     state = checkpoint.TrainerState(step=0, trained_tokens=0)
     if resume_from is not None:
-        state = checkpoint.load(resume_from, model, optimizer, scheduler)
+        state = checkpoint.load(resume_from, model, optimizer, scheduler, sharded=runner.everywhere)
         reporter.event(f"Resumed from step {state.step + step_offset}", data={"checkpoint": str(resume_from)})
     model.train()
-    runner = distributed.step_runner(model, algo)
-    main = distributed.world().is_main
+    leads = distributed.world().is_main or runner.everywhere  # this rank evaluates and checkpoints
     last: dict[str, float] = {}
 
     last_saved = state.step
     while state.step < total:
         if reporter.should_stop():
             # Save where we are, so a paused job resumes without repeating a step.
-            if state.step > last_saved and main:
-                _save(model, optimizer, scheduler, state, out_dir, state.step + step_offset, last, reporter)
+            if state.step > last_saved and leads:
+                _save(runner, optimizer, scheduler, state, out_dir, state.step + step_offset, last, reporter)
             return FitResult(state.step, state.trained_tokens, True, last)
         epoch, within = divmod(state.step, steps_per_epoch)
         order = epoch_order(n, seed, epoch)
@@ -129,8 +140,7 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
             for k, v in {"loss": loss.detach(), **chunk_stats}.items():
                 sums[k] = sums.get(k, 0.0) + _as_float64(v) * weight
         sums, tokens = runner.reduce(sums, tokens)
-        sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], hp.max_grad_norm)
+        sums["grad_norm"] = runner.clip(hp.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -145,29 +155,30 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         step = state.step + step_offset
         reporter.metrics(step, last, total_steps=total + step_offset)
 
-        if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total and main:
-            _evaluate(model, algo, reporter, step, precision, samples)
-        if (state.step % ckpt_every == 0 or state.step == total) and main:
-            _save(model, optimizer, scheduler, state, out_dir, step, last, reporter)
+        if hp.eval_interval and state.step % hp.eval_interval == 0 and state.step < total and leads:
+            _evaluate(runner, reporter, step, precision, samples)
+        if (state.step % ckpt_every == 0 or state.step == total) and leads:
+            _save(runner, optimizer, scheduler, state, out_dir, step, last, reporter)
             last_saved = state.step
 
-    final_eval = _evaluate(model, algo, reporter, state.step + step_offset, precision, samples) if main else None
+    final_eval = _evaluate(runner, reporter, state.step + step_offset, precision, samples) if leads else None
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
 
 
-def _save(model, optimizer, scheduler, state, out_dir: Path, step: int, metrics: dict, reporter: Reporter) -> None:
-    path = checkpoint.save(layout.checkpoint_dir(out_dir, step), model, optimizer, scheduler, state)
+def _save(runner, optimizer, scheduler, state, out_dir: Path, step: int, metrics: dict, reporter: Reporter) -> None:
+    path = checkpoint.save(layout.checkpoint_dir(out_dir, step), runner.model, optimizer, scheduler, state,
+                           sharded=runner.everywhere)
     reporter.checkpoint(step, path, metrics)
 
 
-def _evaluate(model, algo, reporter: Reporter, step: int, precision: Precision,
-              samples=None) -> dict[str, float] | None:
+def _evaluate(runner, reporter: Reporter, step: int, precision: Precision, samples=None) -> dict[str, float] | None:
+    model = runner.model
     model.eval()
     try:
         with precision.autocast():
-            values = algo.evaluate(model)
+            values = runner.run(runner.algo.evaluate)
             if samples is not None:  # also without a validation set: samples have prompts of their own
-                samples(model, step)
+                runner.run(samples, step)
     finally:
         model.train()
     if values:

@@ -101,4 +101,4 @@ def train(job: Job) -> RunResult:
     samples = offline_samples(job, tokenizer)
     if samples:
         samples.base(model)
-    return save_result(job, model, fit(job, model, algo, samples=samples))
+    return save_result(job, model, fit(job, model, algo, samples=samples), tokenizer=tokenizer)

@@ -50,4 +50,5 @@ def train(job: Job) -> RunResult:
     samples = offline_samples(job, tokenizer)
     if samples:
         samples.base(model)
-    return save_result(job, model, fit(job, model, SFT(pairs, tokenizer.pad_token_id, eval_pairs), samples=samples))
+    result = fit(job, model, SFT(pairs, tokenizer.pad_token_id, eval_pairs), samples=samples)
+    return save_result(job, model, result, tokenizer=tokenizer)

@@ -141,7 +141,7 @@ class ArtifactStore:
         return f"{self.job_key(job_id)}/{layout.ADAPTER}"
 
     def merged_key(self, job_id: str) -> str:
-        return f"{self.job_key(job_id)}/merged"
+        return f"{self.job_key(job_id)}/{layout.MERGED}"
 
     def zip_stream(self, key: str) -> Iterator[bytes]:
         """A directory as a zip archive (files at the archive's root), in chunks. The directory is
