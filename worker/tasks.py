@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import time
 import traceback
@@ -31,9 +30,7 @@ from rlhf_engine import layout
 from rlhf_engine.data.formats import DatasetError
 from rlhf_engine.model_registry import ModelRegistry
 from rlhf_engine.run import JobInputError
-from rlhf_engine.spec import DATA_PARALLEL_METHODS, Method, TrainConfig
-from rlhf_engine.tracking.reporter import TensorBoardReporter
-from rlhf_engine.tracking.trackers import Tracker, trackers_from_env, wandb_tracker
+from rlhf_engine.spec import Method, TrainConfig
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
 from service.shared.dbretry import StoreUnavailable, with_retry
 from service.shared.events import add_event
@@ -57,10 +54,10 @@ from service.shared.store.models import (
     now,
 )
 from service.shared.store.session import session_scope
-from worker import lease, ranks
+from worker import lease, ranks, training
 from worker.celery_app import app
 from worker.openai_metrics import results_csv
-from worker.reporter import DbReporter, write_event
+from worker.reporter import write_event
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +279,11 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
             seed=job.seed, method=Method.model_validate(job.method),
             output_dir=str(store.path(store.job_key(job_id))),
         )
-        processes = _processes(db, job, settings)
+        processes = training.processes(db, job, settings)
         if processes == 1:
-            result, stop_reason = _train(db, store, job, owner, config, resume_path, heartbeat)
+            result, stop_reason = training.train(db, store, job, owner, config, resume_path, heartbeat)
         else:  # the same, on rank 0 of `processes` (worker/ranks.py)
-            result, stop_reason = ranks.launch(processes, "worker.tasks:train_rank",
+            result, stop_reason = ranks.launch(processes, "worker.training:train_rank",
                                                (job_id, owner, config.model_dump(), resume_path))
     except StoreUnavailable:
         raise
@@ -320,12 +317,14 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         else:
             log.warning("job %s stopped (status %s)", job_id, reason)
         return
-    try:  # the job succeeds only once its adapter is where the API (maybe on another machine) reads it
-        store.publish_dir(store.adapter_key(job_id))
+    full = config.method.hyperparameters.full  # every weight trained: its output is the whole model, no adapter
+    output = "model" if full else "adapter"
+    try:  # the job succeeds only once its output is where the API (maybe on another machine) reads it
+        store.publish_dir(store.merged_key(job_id) if full else store.adapter_key(job_id))
     except ArtifactStoreUnavailable as err:
-        _fail(db, job_id, owner, "artifact_store_unavailable", f"the adapter could not be stored: {err}")
+        _fail(db, job_id, owner, "artifact_store_unavailable", f"the {output} could not be stored: {err}")
         return
-    if job.export_merged and not _export_merged(db, store, job, owner, settings):
+    if job.export_merged and not full and not _export_merged(db, store, job, owner, settings):
         return
     try:
         results = _results_file(db, store, job)
@@ -339,71 +338,6 @@ def _execute(job_id: str, owner: str, heartbeat: lease.Heartbeat) -> None:
         store.delete_file(results.storage_key)  # cancelled meanwhile: no job points at it
 
 
-def _processes(db: str, job: JobRow, settings) -> int:
-    """Ranks for this job: RLHF_TRAIN_PROCESSES, or fewer where the job's `train_processes`
-    asks for fewer. A job asking for more runs on what this worker offers, with an event: its
-    results do not depend on the number of ranks (rlhf_engine/distributed.py)."""
-    offered = settings.train_processes
-    method = Method.model_validate(job.method)
-    if offered > 1 and method.type not in DATA_PARALLEL_METHODS:
-        write_event(db, job.id, f"{method.type} trains on one process (several: {', '.join(DATA_PARALLEL_METHODS)})")
-        return 1
-    asked = method.hyperparameters.train_processes
-    if asked == "auto":
-        return offered
-    if asked > offered:
-        write_event(db, job.id, f"The job asks for {asked} training processes; this worker runs {offered}")
-    return min(asked, offered)
-
-
-def _reporter(db: str, store: ArtifactStore, job: JobRow, owner: str, heartbeat=None):
-    """Every job also gets TensorBoard event files (and W&B / MLflow when configured) beside its artifacts."""
-    return TensorBoardReporter(
-        DbReporter(db, job.id, store, heartbeat=heartbeat, owner=owner),
-        logdir=store.path(store.job_key(job.id)) / "tensorboard",
-        trackers=trackers_from_env(run_name=job.id, config=job.method) + _integrations(db, job))
-
-
-def _train(db: str, store: ArtifactStore, job: JobRow, owner: str, config: TrainConfig, resume_path, heartbeat=None,
-           reporter=None):
-    """(RunResult, the reporter's stop reason): the engine on this process with the job's reporter."""
-    from rlhf_engine.run import run
-
-    settings = get_settings()
-    reporter = reporter or _reporter(db, store, job, owner, heartbeat)
-    try:
-        result = run(config, reporter, registry=ModelRegistry.load(settings.model_registry),
-                     cache_dir=settings.model_cache_dir, resume_from=resume_path,
-                     resolve_reward_job=lambda name: _reward_job_dir(db, store, job.project_id, name))
-    finally:
-        reporter.close()
-    return result, reporter.stop_reason
-
-
-class _Unheard:
-    """The reporter of ranks other than 0: MainOnly never forwards to it (rlhf_engine/distributed.py)."""
-
-    stop_reason = None
-
-    def close(self) -> None:
-        pass
-
-
-def train_rank(job_id: str, owner: str, config: dict, resume_path):
-    """One rank of a job on several processes, started by the elastic launcher: rank 0 reports
-    through the job's DbReporter (polling cancel and pause, which it broadcasts to the others),
-    the others through a reporter that is never heard (rlhf_engine/distributed.MainOnly)."""
-    settings = get_settings()
-    db, store = settings.database_url, ArtifactStore.from_settings(settings)
-    with session_scope(db) as s:
-        job = s.scalar(select(JobRow).where(JobRow.id == job_id))
-        s.expunge(job)
-    main = os.environ.get("RANK") == "0"
-    result = _train(db, store, job, owner, TrainConfig.model_validate(config), resume_path,
-                    reporter=None if main else _Unheard())
-    return result if main else None
-
-
 def _adapter_dir(store: ArtifactStore, key: str) -> Path:
     """A stored adapter a chained job starts from: a job's final adapter, or a checkpoint (whose
     adapter is its `adapter/`), fetched from the bucket if this machine has no copy."""
@@ -411,20 +345,6 @@ def _adapter_dir(store: ArtifactStore, key: str) -> Path:
     if not path.is_dir():
         raise MissingStart(f"the adapter the job starts from ({key}) is missing from the artifact store")
     return path if (path / layout.ADAPTER_CONFIG).exists() else path / layout.ADAPTER
-
-
-def _integrations(db: str, job: JobRow) -> list[Tracker]:
-    """The job's W&B integration, if the worker can honour it; if not, a `warn` event says why and
-    the job trains on without it."""
-    trackers = []
-    for integration in job.integrations or []:
-        tracker, problem = wandb_tracker(integration["wandb"], run_name=job.id, config=job.method)
-        if tracker is not None:
-            trackers.append(tracker)
-            write_event(db, job.id, f"Forwarding metrics to W&B project {integration['wandb']['project']!r}")
-        else:
-            write_event(db, job.id, f"W&B integration not used: {problem}", level="warn")
-    return trackers
 
 
 def _results_file(db: str, store: ArtifactStore, job: JobRow) -> FileRow:
@@ -464,18 +384,6 @@ def _export_merged(db: str, store: ArtifactStore, job: JobRow, owner: str, setti
                                                  f"{type(err).__name__}: {err}")
         return False
     return True
-
-
-def _reward_job_dir(db: str, store: ArtifactStore, project_id: str, job_id: str) -> Path:
-    """A finished `reward_model` job of the same project, as the engine's reward source `job`."""
-    with session_scope(db) as s:
-        row = s.scalar(select(JobRow).where(JobRow.id == job_id, JobRow.project_id == project_id))
-    if row is None or row.method.get("type") != "reward_model":
-        raise JobInputError(f"reward job {job_id!r} is not a reward_model job of this project")
-    if row.status != SUCCEEDED:
-        raise JobInputError(f"reward job {job_id!r} has not succeeded (status {row.status})")
-    store.local_dir(store.adapter_key(job_id))  # trained on another machine: fetch its adapter
-    return store.path(store.job_key(job_id))
 
 
 def _prepare_resume_from_scratch(db: str, job_id: str, attempt: int) -> None:

@@ -189,7 +189,7 @@ def test_one_idempotency_key_in_two_projects_makes_two_jobs(server):
 
 def test_a_reward_naming_another_projects_reward_model_job_is_refused(server):
     from rlhf_engine.run import JobInputError
-    from worker.tasks import _reward_job_dir  # what the worker resolves `reward: {type: job}` with
+    from worker.training import reward_job_dir  # what the worker resolves `reward: {type: job}` with
 
     a, b = make_tenant(server), make_tenant(server)
     with a.client(server) as ca:
@@ -206,9 +206,9 @@ def test_a_reward_naming_another_projects_reward_model_job_is_refused(server):
         stranger = s.scalar(select(JobRow.project_id).where(JobRow.id == other))
     assert stranger != owner
     store = ArtifactStore(server.settings["artifacts_dir"])
-    assert _reward_job_dir(db_url, store, owner, rm_job) == store.path(store.job_key(rm_job))  # its owner may
+    assert reward_job_dir(db_url, store, owner, rm_job) == store.path(store.job_key(rm_job))  # its owner may
     with pytest.raises(JobInputError, match="not a reward_model job of this project"):
-        _reward_job_dir(db_url, store, stranger, rm_job)
+        reward_job_dir(db_url, store, stranger, rm_job)
 
 
 def test_a_cancel_racing_the_last_step_wins(server):

@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rlhf_engine.spec import Method
 from service.api import sse
 from service.api.auth import CallerDep
 from service.api.deps import DB, Artifacts, SettingsDep
@@ -18,7 +19,7 @@ from service.api.lookups import get_job
 from service.api.pagination import paginate
 from service.api.schemas import Checkpoint, Event, ListObject, MetricPoint, Sample
 from service.shared.artifacts import ArtifactStore, ArtifactStoreUnavailable
-from service.shared.store.models import SUCCEEDED, CheckpointRow, EventRow, MetricRow, SampleRow
+from service.shared.store.models import SUCCEEDED, CheckpointRow, EventRow, JobRow, MetricRow, SampleRow
 
 router = APIRouter(prefix="/fine_tuning/jobs/{fine_tuning_job_id}", tags=["fine-tuning"])
 
@@ -126,9 +127,22 @@ def _zip_response(store: ArtifactStore, key: str, filename: str,
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
+def _full(job: JobRow) -> bool:
+    """Whether the job trains every weight (`finetuning_type: "full"`): its output is a whole model
+    (.../merged_model), and it has no adapter."""
+    return Method.model_validate(job.method).hyperparameters.full
+
+
+def _no_adapter(job: JobRow) -> APIError:
+    return APIError(404, f"Job {job.id!r} fine-tunes every weight (finetuning_type 'full'), so it has no adapter; "
+                         "its model is at .../merged_model.", param="fine_tuning_job_id", code="adapter_not_available")
+
+
 @router.get("/adapter", response_class=Response, responses=_ZIP)
 def download_adapter(db: DB, store: Artifacts, caller: CallerDep, fine_tuning_job_id: str) -> Response:
     job = get_job(db, caller.project_id, fine_tuning_job_id)
+    if _full(job):
+        raise _no_adapter(job)
     if job.status != SUCCEEDED:
         raise APIError(409, f"Job {job.id!r} is {job.status}; the final adapter exists once it has "
                             "succeeded.", param="fine_tuning_job_id", code="adapter_not_ready")
@@ -143,6 +157,8 @@ def download_checkpoint_adapter(db: DB, store: Artifacts, caller: CallerDep, fin
                                                  CheckpointRow.job_id == job.id))
     if ckpt is None:
         raise not_found("checkpoint", checkpoint_id, param="checkpoint_id")
+    if _full(job):
+        raise _no_adapter(job)
     return _zip_response(store, f"{ckpt.storage_key}/adapter", f"{job.id}-step-{ckpt.step_number}-adapter.zip",
                          published_as=ckpt.storage_key)
 
@@ -153,9 +169,10 @@ _MERGED_ZIP = {200: {"content": {"application/zip": {}},
 
 @router.get("/merged_model", response_class=Response, responses=_MERGED_ZIP)
 def download_merged_model(db: DB, store: Artifacts, caller: CallerDep, fine_tuning_job_id: str) -> Response:
-    """The base weights with the final LoRA update folded in, for jobs created with `export_merged`."""
+    """The base weights with the final LoRA update folded in, for jobs created with `export_merged`;
+    a full fine-tune's weights (`finetuning_type: "full"`), always."""
     job = get_job(db, caller.project_id, fine_tuning_job_id)
-    if not job.export_merged:
+    if not (job.export_merged or _full(job)):
         raise APIError(404, f"Job {job.id!r} was not created with export_merged=true, so it has no merged "
                             "weights; its adapter is at .../adapter.", param="fine_tuning_job_id",
                        code="merged_model_not_requested")
