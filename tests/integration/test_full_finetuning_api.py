@@ -1,11 +1,13 @@
 """A full fine-tune through the API (finetuning_type "full"): the job succeeds, its whole model is
 served by .../merged_model as a plain transformers directory, and .../adapter answers 404 in the
-error envelope; on a worker with two ranks (FSDP2 over gloo) too. Real uvicorn, Celery, Postgres,
-Redis and the tiny model."""
+error envelope; on a worker with two ranks (FSDP2 over gloo) too, resuming from its sharded
+checkpoint after one rank is killed. Real uvicorn, Celery, Postgres, Redis and the tiny model."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
 import zipfile
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 
 from tests.integration.failure_helpers import make_stack  # noqa: F401
 from tests.integration.helpers import assert_envelope, upload
+from tests.integration.test_distributed_worker import gone, wait_ranks
 from tests.integration.test_e2e_training import DATASET, wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,10 +76,19 @@ def test_a_full_fine_tune_is_served_as_a_model(api_server, worker, model_cache_d
         assert_envelope(bad, 400, param="method.rebel.hyperparameters.finetuning_type")
 
 
-def test_a_full_fine_tune_on_two_ranks(make_stack, model_cache_dir, tmp_path):
-    stack = make_stack(lease_seconds=10, train_processes=2)
+def test_a_full_fine_tune_on_two_ranks_resumes_from_its_shards(make_stack, model_cache_dir, tmp_path):
+    stack = make_stack(lease_seconds=6, train_processes=2)
     stack.start_worker()
-    job_id = stack.create_job(n_epochs=2, finetuning_type="full")
+    job_id = stack.create_job(n_epochs=4, checkpoint_interval=4, finetuning_type="full")  # 16 steps
+    stack.wait_row(job_id, lambda r: r["steps_completed"] >= 6, what="step 6")
+    ranks = wait_ranks(stack, job_id)
+    os.kill(ranks[1], signal.SIGKILL)
+    assert gone(ranks.values()), "a rank outlived the attempt"
+
     job = stack.wait_final(job_id)
     assert job["status"] == "succeeded", (job, stack.messages(job_id))
+    assert job["steps_completed"] == job["total_steps"] == 16 and stack.row(job_id)["attempts"] == 2, job
+    assert stack.metric_steps(job_id) == list(range(1, 17))  # every step once, replayed ones overwritten
+    resumed = [e["data"]["step"] for e in stack.events(job_id) if e["kind"] == "resumed"]
+    assert len(resumed) == 1 and resumed[0] >= 4, stack.messages(job_id)
     check_outputs(stack.client, job_id, model_cache_dir, tmp_path / "merged")

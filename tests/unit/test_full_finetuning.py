@@ -3,7 +3,8 @@
 One process: the reference is the starting model (DPO's first loss is log 2), the run resumes
 exactly from a checkpoint holding every weight. Two gloo ranks under torchrun (FSDP2 shards the
 weights, gradients and AdamW state): the same global batch gives N=1's losses and final weights,
-and a run resumed from the sharded checkpoint, on two ranks or on one, ends with them too.
+and a run resumed from the sharded checkpoint, on two ranks or on one, ends with them too, as
+does N=1's checkpoint resumed on two ranks.
 """
 
 import json
@@ -148,3 +149,11 @@ def test_two_ranks_shard_and_match_one(tmp_path, model_cache, one_torch_thread):
     on_two, on_one = max_diff(a, weights(tmp_path / "resumed-2")), max_diff(a, weights(tmp_path / "resumed-1"))
     print(f"resumed from the sharded checkpoint vs N=1 uninterrupted: on 2 ranks {on_two:.2e}, on 1 {on_one:.2e}")
     assert on_two < 1e-5 and on_one < 1e-5
+
+    # And N=1's plain checkpoint on two ranks: each keeps its shard of the whole state dict.
+    config.write_text(json.dumps(job(tmp_path, data, "from-one")))
+    proc = torchrun(config, model_cache, "--resume-from", str(tmp_path / "one" / "checkpoints" / "step-000003"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from_one = max_diff(a, weights(tmp_path / "from-one"))
+    print(f"N=1's checkpoint resumed on 2 ranks vs N=1 uninterrupted: {from_one:.2e}")
+    assert from_one < 1e-5
