@@ -70,6 +70,16 @@ def test_full_weights_stay_fp32_under_bf16(monkeypatch):
     assert precision.decide("auto", "cuda", full=True) == precision.Precision("cuda", torch.float32, torch.bfloat16)
 
 
+def test_fsdp_gathers_bf16_copies_only_on_a_gpu():
+    from rlhf_engine.precision import Precision
+    from rlhf_engine.sharding import policy
+
+    gpu = policy(Precision("cuda", torch.float32, torch.bfloat16))
+    assert (gpu.param_dtype, gpu.reduce_dtype) == (torch.bfloat16, torch.float32)
+    for cpu in (Precision("cpu", torch.float32, None), Precision("cpu", torch.float32, torch.bfloat16)):
+        assert policy(cpu).param_dtype is None  # CPU autocast, if any, does the casting, as with one process
+
+
 @pytest.mark.parametrize("method_type", ["dpo", "supervised"])
 def test_one_process_trains_every_weight_and_resumes_exactly(tmp_path, model_cache, tiny_model_dir, method_type,
                                                              one_torch_thread):
