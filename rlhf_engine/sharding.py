@@ -16,7 +16,7 @@
                (set_requires_gradient_sync); the gradient norm is the DTensors' total over all ranks.
     precision  on a GPU with bf16, MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the
                shards stay fp32 (the optimizer's master weights, rlhf_engine/precision.py), every
-               gathered copy is bf16; on the CPU no policy (fp32), as with one process.
+               gathered copy is bf16; on the CPU no policy (the job's precision), as with one process.
     everywhere every forward and every state dict is a collective: evaluation, samples and
                checkpoints run on all ranks (rank 0 alone reports). Samples are greedy on the same
                weights and prompts, so every rank runs the same number of forwards.
