@@ -19,6 +19,9 @@ How N ranks make one job whose results do not depend on N:
   reference the sorted batches of the reference pass (reference.py) are dealt round-robin, each
             rank computes its own, and one all-reduce sums the rows (each row is non-zero on one
             rank only, so the sum is exact and equal to N=1's); rank 0 writes the cache.
+  online    REBEL and REFUEL: each rank collects and scores its share of an iteration's seeds,
+            and `gather` hands every rank the whole collection (algorithms/online_pairs.py); the
+            regression then trains on it as any other method does.
   reporting only rank 0 reports (metrics, events, checkpoints, the final adapter); rank 0 polls
             `should_stop` and broadcasts its answer, so cancel and pause reach every rank at the
             same step.
@@ -98,6 +101,15 @@ def agree(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(obj) -> list:
+    """Every rank's `obj` (picklable), in rank order, on every rank: [obj] with one process."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def sum_tensor(t: torch.Tensor) -> torch.Tensor:

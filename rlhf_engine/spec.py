@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Auto = Literal["auto"]
 
-# Methods a job may run on several ranks (rlhf_engine/distributed.py; tests/unit/test_distributed.py):
-# the others run on one until their collection and export are shared out too (issue 19).
-DATA_PARALLEL_METHODS = ("dpo",)
+# Methods a job may run on several ranks (rlhf_engine/distributed.py; tests/unit/test_distributed.py,
+# tests/unit/test_online_ranks.py): the others run on one until their parity with one process is tested.
+DATA_PARALLEL_METHODS = ("dpo", "rebel", "refuel")
 
 # Methods that may train every weight (`finetuning_type: "full"`; docs/distributed.md): the others
 # train a LoRA adapter only.

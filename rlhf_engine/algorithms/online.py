@@ -3,6 +3,7 @@
     for t in 1..iterations:
         candidates = collect_rebel / collect_refuel with pi_t          (rlhf_engine/rollout/collect.py)
         pairs      = drop identical responses, failed scores, too long; log pi_t and log pi_ref once
+                                                                       (rlhf_engine/algorithms/online_pairs.py)
         pi_{t+1}   = train.fit(Regression(pairs)) starting from pi_t     (rlhf_engine/algorithms/regression.py)
     adapter; per-turn win rate of the policy against the base           (rlhf_engine/evaluate_dialogue.py)
 
@@ -14,6 +15,10 @@ Resume: each iteration's pairs are saved to <output_dir>/online/iteration-NNN.js
 and every checkpoint fit writes gets an online.json naming its iteration. Resuming from a
 checkpoint reloads that iteration's pairs and lets fit restore the adapter, optimizer and data
 position, so a resumed job retraces the uninterrupted one (collection is seeded by (seed, t)).
+
+On N ranks (rlhf_engine/distributed.py) each rank collects and scores its share of an iteration's
+seeds and every rank trains on the whole collection (online_pairs.py): N=1's pairs, N=1's steps.
+Rank 0 alone writes the iteration's pairs, the adapter, and runs the closing evaluation.
 """
 
 from __future__ import annotations
@@ -24,23 +29,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps
+from rlhf_engine.algorithms.online_pairs import build_pairs, my_rows
+from rlhf_engine.algorithms.regression import Pair, Regression
 from rlhf_engine.data import formats
+from rlhf_engine.distributed import agree, world
 from rlhf_engine.evaluate_dialogue import evaluate_dialogue
 from rlhf_engine.export import save_adapter
 from rlhf_engine.job import Job, fit, load_policy
 from rlhf_engine.layout import ADAPTER
 from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.rewards import make_scorer
-from rlhf_engine.rewards.turns import future_return
 from rlhf_engine.rollout.backend import make_backend
-from rlhf_engine.rollout.collect import Candidate, collect_rebel, collect_refuel
+from rlhf_engine.rollout.collect import collect_rebel, collect_refuel
 from rlhf_engine.rollout.dialogue import Roller, Sampling, seeds_from_examples
 from rlhf_engine.rollout.generation import stop_ids
 from rlhf_engine.rollout.users import make_users
 from rlhf_engine.samples import dialogue_samples
 from rlhf_engine.spec import ACCEPTED_FORMATS
-from rlhf_engine.train import epoch_micro_batches
 
 
 def iteration_seeds(seeds: list, n: int, iteration: int, seed: int) -> list:
@@ -65,61 +70,6 @@ def hold_out(seeds: list, seed: int, fraction: float = 0.2, cap: int = 32) -> tu
     k = min(cap, max(1, round(fraction * len(seeds))))
     held = set(order[:k])
     return [s for i, s in enumerate(seeds) if i not in held], [seeds[i] for i in sorted(held)]
-
-
-def build_pairs(model, candidates: list[Candidate], scorer, hp, pad_id: int, precision=None, fit_seed: int = 0,
-                packing: bool = True):
-    """Candidates -> training pairs with log pi_t, shaped returns and the iteration's statistics.
-
-    log pi_t is computed in the job's `precision` and on the micro-batches `fit(seed=fit_seed)`
-    will train on, so that it is the training forward's own value at the iteration's start. pi_ref
-    enters the returns only through the KL term: with kl_coef 0 its forward pass is skipped (and
-    the iteration reports no `rollout/kl_to_base`).
-    """
-    kept = [c for c in candidates if c.a != c.b]
-    identical = len(candidates) - len(kept)
-    fits = [c for c in kept if len(c.prompt) + max(len(c.a), len(c.b)) <= hp.max_length]
-    too_long = len(kept) - len(fits)
-    # Per-turn rewards of both dialogues; turn h's target is its return (REFUEL: the rewards from h
-    # to the end, rlhf_engine/rewards/turns.py) or, with credit "immediate", its own reward alone.
-    # REBEL's single turn is h = 1 of a 1-turn dialogue, where the two agree.
-    horizons = [c.meta.get("horizon", 1) for c in fits]
-    rewards = scorer.score_turns([c.dialogue_a for c in fits] + [c.dialogue_b for c in fits],
-                                 [c.info for c in fits] * 2, horizons * 2)
-    target = (lambda r, h: r[h - 1]) if getattr(hp, "credit", "future") == "immediate" else future_return
-    returns = [None if r is None else target(r, c.meta.get("h", 1)) for c, r in zip(fits * 2, rewards)]
-    scored = [(c, ra, rb) for c, ra, rb in zip(fits, returns[:len(fits)], returns[len(fits):])
-              if ra is not None and rb is not None]
-    failed = len(fits) - len(scored)
-    unscored = [Pair(c.prompt, c.a, c.b, 0.0, 0.0, 0.0, 0.0) for c, _, _ in scored]
-    batches = epoch_micro_batches(len(unscored), hp, fit_seed, 0)
-    old_a, old_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, batches=batches,
-                              precision=precision, packing=packing)
-    kl_a, kl_b = [0.0] * len(scored), [0.0] * len(scored)  # log pi_t - log pi_ref on the sampled tokens
-    if hp.kl_coef:
-        ref_a, ref_b = pair_logps(model, unscored, pad_id, temperature=hp.temperature, use_adapter=False,
-                                  batches=batches, precision=precision, packing=packing)
-        kl_a, kl_b = [o - r for o, r in zip(old_a, ref_a)], [o - r for o, r in zip(old_b, ref_b)]
-    pairs, raw = [], []
-    for i, (c, ra, rb) in enumerate(scored):
-        # R = r - kl_coef (log pi_t - log pi_ref) + eos_penalty [unfinished]
-        shaped_a = ra - hp.kl_coef * kl_a[i] + hp.eos_penalty * (not c.finished_a)
-        shaped_b = rb - hp.kl_coef * kl_b[i] + hp.eos_penalty * (not c.finished_b)
-        pairs.append(Pair(c.prompt, c.a, c.b, old_a[i], old_b[i], shaped_a, shaped_b))
-        raw += [ra, rb]
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0  # noqa: E731
-    stats = {
-        "rollout/pairs": float(len(pairs)),
-        "rollout/dropped_identical": float(identical),
-        "rollout/dropped_failed_score": float(failed),
-        "rollout/dropped_too_long": float(too_long),
-        "rollout/reward_mean": mean(raw),
-        "rollout/reward_gap": mean([abs(ra - rb) for _, ra, rb in scored]),
-        **({"rollout/kl_to_base": mean(kl_a + kl_b)} if hp.kl_coef else {}),
-        "rollout/response_tokens": mean([len(p.a) + len(p.b) for p in pairs]) / 2,
-        "rollout/unfinished": mean([float(not f) for c, _, _ in scored for f in (c.finished_a, c.finished_b)]),
-    }
-    return pairs, stats
 
 
 def training_and_eval_seeds(config) -> tuple[list, list, str]:
@@ -232,20 +182,22 @@ def train(job: Job) -> RunResult:
             return RunResult(None, step, tokens, True, last)
         data_path = out_dir / "online" / f"iteration-{t:03d}.json"
         started = time.perf_counter()
-        if resumed and t == start and data_path.exists():
+        if resumed and t == start and agree(data_path.exists()):
             pairs, stats = load_iteration(data_path)
         else:
             batch = iteration_seeds(seeds, hp.rollouts_per_iteration, t, config.seed)
             collect_seed = config.seed * 1000 + t  # a function of (seed, t) only: resumes replay it
+            rows = my_rows(len(batch))  # this rank's share (all of them on one process)
             if refuel:
-                candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed)
+                candidates = collect_refuel(roller, batch, num_turns=num_turns, seed=collect_seed, rows=rows)
             else:
-                candidates = collect_rebel(roller, batch, seed=collect_seed)
+                candidates = collect_rebel(roller, batch, seed=collect_seed, rows=rows)
             pairs, stats = build_pairs(model, candidates, scorer, hp, pad_id, job.precision, fit_seed=config.seed + t,
                                        packing=config.packing)
             stats["rollout/collect_seconds"] = time.perf_counter() - started
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
+            if world().is_main:
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
         reporter.event(
             f"Iteration {t}/{hp.iterations}: collected {len(pairs)} pairs, "
             f"mean reward {stats['rollout/reward_mean']:.3f}, reward gap {stats['rollout/reward_gap']:.3f}"
@@ -275,6 +227,8 @@ def train(job: Job) -> RunResult:
         reporter.event(f"Iteration {t}/{hp.iterations} trained: regression loss {loss_after:.4f}, "
                        f"sign agreement {agreement:.2f} ({seconds:.1f}s)", data=history[-1])
 
+    if not world().is_main:  # rank 0 writes the adapter (the same on every rank) and evaluates it
+        return RunResult(None, step, tokens, False, last)
     adapter = save_adapter(model, out_dir / ADAPTER, config.model, stacked_on=config.init_adapters)
     evaluation = dialogues.evaluate_against_base(job, model, tokenizer, num_turns)
     return RunResult(adapter, step, tokens, False, {**last, "iterations": history, "evaluation": evaluation})

@@ -8,6 +8,10 @@ horizon H' ~ U{1..H} and the turn h ~ U{1..H'}; roll out turns 1..h-1 and the us
 dialogues are scored; only turn h's assistant tokens will carry loss, later turns enter through R.
 Because the prefix is generated once and both continuations of turn h start from the same prompt
 ids in one batch, the backend prefills that prompt once for both.
+
+`rows` picks which seeds of the list a call rolls out (one rank's share of an iteration on N ranks,
+rlhf_engine/algorithms/online_pairs.py); streams and plans stay those of the whole list, so the
+shares' candidates, concatenated in row order, are the candidates of one call over all the seeds.
 """
 
 from __future__ import annotations
@@ -47,24 +51,28 @@ def _pair(da: Dialogue, db: Dialogue, turn: int, **meta) -> Candidate:
                      list(da.messages), list(db.messages), da.seed.info, meta)
 
 
-def collect_rebel(roller: Roller, seeds: list[Seed], *, seed: int) -> list[Candidate]:
+def _rows(seeds: list, rows: list[int] | None) -> list[int]:
+    return list(range(len(seeds))) if rows is None else rows
+
+
+def collect_rebel(roller: Roller, seeds: list[Seed], *, seed: int, rows: list[int] | None = None) -> list[Candidate]:
     """Two single-turn responses per prompt, generated in one batch (identical prompts: one prefill)."""
-    dialogues = [Dialogue.start(s, stream=2 * i + j) for i, s in enumerate(seeds) for j in range(2)]
+    dialogues = [Dialogue.start(seeds[i], stream=2 * i + j) for i in _rows(seeds, rows) for j in range(2)]
     roller.assistant_step(dialogues, seed)
     return [_pair(dialogues[i], dialogues[i + 1], 1) for i in range(0, len(dialogues), 2)]
 
 
 def collect_refuel(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int,
-                   plan=sample_horizon_and_turn) -> list[Candidate]:
+                   plan=sample_horizon_and_turn, rows: list[int] | None = None) -> list[Candidate]:
     """`plan(rng, H) -> (H', h)` chooses each comparison's horizon and turn: REFUEL's draw by
-    default; the DPO baselines fix h = H' (last-turn DPO, rlhf_engine/algorithms/dialogue_dpo.py)."""
+    default; the DPO baselines fix h = H' (last-turn DPO, rlhf_engine/algorithms/dialogue_dpo.py).
+    Every seed's plan is drawn (one generator walks the list), only `rows` are rolled out."""
     rng = random.Random(seed)
-    plans = []
-    for s in seeds:
-        horizon, h = plan(rng, roller.horizon(Dialogue.start(s), num_turns))
-        plans.append((horizon, h))
+    plans = [plan(rng, roller.horizon(Dialogue.start(s), num_turns)) for s in seeds]
+    rows = _rows(seeds, rows)
+    plans = [plans[i] for i in rows]
     # Shared prefix: assistant turns 1..h-1, then the user's turn h.
-    shared = [Dialogue.start(s, stream=i) for i, s in enumerate(seeds)]
+    shared = [Dialogue.start(seeds[i], stream=i) for i in rows]
     roller.rollout(shared, [h - 1 for _, h in plans], seed)
     needs_user = [d for d in shared if d.messages[-1].role == "assistant"]
     if needs_user:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlhf_engine.algorithms import online
+from rlhf_engine.algorithms import online_pairs
 from rlhf_engine.algorithms.dpo import DPO
 from rlhf_engine.algorithms.regression import Pair, Regression, pair_logps, sign_agreement
 from rlhf_engine.data.examples import Message
@@ -63,12 +63,12 @@ def test_pi_ref_is_computed_only_when_the_kl_term_uses_it(model, monkeypatch, kl
         calls.append(use_adapter)
         return pair_logps(*args, use_adapter=use_adapter, **kw)
 
-    monkeypatch.setattr(online, "pair_logps", spy)
+    monkeypatch.setattr(online_pairs, "pair_logps", spy)
     say = [Message("user", "hi")]
     candidates = [Candidate([5, 6, 7], [8, 9], [10], True, True, say + [Message("assistant", "a b")],
                             say + [Message("assistant", "a")], {})]
-    pairs, stats = online.build_pairs(model, candidates, FunctionScorer(lambda m, i: len(m[-1]["content"]), "len"),
-                                      RebelHyperparameters(kl_coef=kl_coef), 0)
+    scorer = FunctionScorer(lambda m, i: len(m[-1]["content"]), "len")
+    pairs, stats = online_pairs.build_pairs(model, candidates, scorer, RebelHyperparameters(kl_coef=kl_coef), 0)
     assert calls == ([True, False] if kl_coef else [True])
     assert ("rollout/kl_to_base" in stats) == bool(kl_coef)
     if not kl_coef:
