@@ -12,6 +12,9 @@ How N ranks make one job whose results do not depend on N:
             of steps and therefore the LR schedule are N=1's.
   gradients DDP averages over ranks, so rank r scales its share's mean loss by
             N * len(share) / len(step): the average is then the step's mean loss, as with N=1.
+            An algorithm whose loss is a mean over something else than its micro-batch's
+            examples says so with `size(indices)` (SFT: completion tokens); a share then weighs
+            len(micro-batch) / len(step) * size(share) / size(micro-batch).
             A rank whose share of a micro-batch is empty (fewer examples than ranks) runs one
             example with weight 0, so every rank enters every gradient all-reduce.
   stats     each rank weights its share's statistics by len(share) / len(step); one all-reduce
@@ -215,7 +218,8 @@ class Ranks(Local):
         mine = rank_slice(chunk, self.world)
         if not mine:  # every rank must run the collectives: one example, weight 0
             return chunk[:1], 0.0, 0.0
-        weight = len(mine) / step_size
+        size = getattr(self.algo, "size", None)  # what the loss is a mean of; default: the examples
+        weight = len(mine) / step_size if size is None else len(chunk) / step_size * size(mine) / size(chunk)
         return mine, weight * self.world.size, weight
 
     def reduce(self, sums, tokens):

@@ -30,6 +30,11 @@ class SFT:
         stats = {"padding_fraction": padding_fraction(batch), "token_accuracy": hits / tokens}
         return -sums.sum() / tokens, stats, int(batch["attention_mask"].sum())
 
+    def size(self, indices: list[int]) -> int:
+        """What the loss is a mean of: completion tokens (after a non-empty prompt, each is a target).
+        On N ranks a share of a micro-batch weighs its tokens' part (rlhf_engine/distributed.py)."""
+        return sum(len(self.examples[i].chosen) for i in indices)
+
     def loss(self, model, indices: list[int]):
         return self._forward(model, [self.examples[i] for i in indices])
 
