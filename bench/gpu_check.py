@@ -15,6 +15,9 @@ ones after it (its row says FAILED with the error; the exit status is 1 if any f
   4. a packed DPO step of 4 rows x 4096 tokens on a 1B-class random Llama (bench/gpu_model.py),
      bf16: peak memory and step time, SDPA mask against flex_attention
   5. `python -m bench.dpo_vs_trl --gpu` at a size that fits the time (needs trl)
+  6. the DPO step of section 4's model on every GPU, LoRA under DDP and every weight under FSDP2,
+     against one process: pairs/s per GPU and peak memory per rank (bench/gpu_ranks.py; one rank
+     on a one-GPU machine)
 
 The table goes to gpu_check[_dry].md in --out ($OUT when set, else bench/results/), with what
 each row measured in the .json beside it.
@@ -293,18 +296,16 @@ def runs(table: Table, device: str, cache: Path) -> None:
 def big_step(table: Table, device: str, cache: Path, dry: bool) -> None:
     import torch
 
-    from bench.gpu_model import build
+    from bench.gpu_model import TOY, for_check
     from rlhf_engine.algorithms.dpo import DPO
     from rlhf_engine.attention import enable_flex
     from rlhf_engine.models import loading
     from rlhf_engine.spec import DpoHyperparameters, LoraSpec
 
-    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000} if dry else {"vocab_size": 32000}
     row = 256 if dry else 4096
-    model_dir = build(cache / ("toy-llama" if dry else "llama-1b-random"), **shape)
+    model_dir = for_check(cache, dry)
     # 4 pairs, each prompt + chosen + rejected = one full row (a 3:1 prompt share, as in chat data).
-    pairs = _random_pairs([(row * 3 // 4, row // 8, row // 8)] * 4, vocab=shape.get("vocab_size", 32000))
+    pairs = _random_pairs([(row * 3 // 4, row // 8, row // 8)] * 4, vocab=TOY["vocab_size"] if dry else 32000)
     for flex in ((False, True) if device == "cuda" else (False,)):
         base = loading.load_causal_lm(model_dir, device=device)
         if flex:
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from bench import gpu_ranks
+
     device = "cuda" if torch.cuda.is_available() and not args.dry else "cpu"
     if device == "cpu" and not args.dry:
         print("no CUDA device: run with --dry for the CPU rehearsal", file=sys.stderr)
@@ -371,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     table.run("3 run()", runs, device, cache)
     table.run("4 1B step", big_step, device, cache, args.dry)
     table.run("5 vs TRL", versus_trl, device, cache)
+    table.run("6 ranks", gpu_ranks.section, device, cache, args.dry)
 
     stem, out = "gpu_check_dry" if args.dry else "gpu_check", Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

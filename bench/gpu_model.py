@@ -13,6 +13,14 @@ from pathlib import Path
 
 LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
             "num_key_value_heads": 8, "head_dim": 64}
+# The dry runs' shape: the same code paths, on a CPU, in seconds.
+TOY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000}
+
+
+def for_check(cache: Path, dry: bool) -> Path:
+    """The GPU check's model in `cache`: the 1B-class Llama, or with `dry` the toy one."""
+    return build(cache / "toy-llama", **TOY) if dry else build(cache / "llama-1b-random")
 
 
 def build(dest: Path, *, vocab_size: int = 32000, seed: int = 0, **shape) -> Path:

@@ -126,20 +126,7 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
         indices = order[within * bs:(within + 1) * bs]
         started = time.perf_counter()
 
-        # Gradient accumulation: the step's examples in micro-batches, weighted by size.
-        sums: dict[str, torch.Tensor | float] = {}
-        tokens = 0
-        chunks = micro_batches(indices, hp.gradient_accumulation_steps)
-        for i, chunk in enumerate(chunks):
-            examples, scale, weight = runner.share(chunk, len(indices))
-            with runner.synced(last=i == len(chunks) - 1):
-                with precision.autocast():
-                    loss, chunk_stats, chunk_tokens = runner.loss(examples)
-                (loss * scale).backward()
-            tokens += chunk_tokens if weight else 0
-            for k, v in {"loss": loss.detach(), **chunk_stats}.items():
-                sums[k] = sums.get(k, 0.0) + _as_float64(v) * weight
-        sums, tokens = runner.reduce(sums, tokens)
+        sums, tokens = accumulate(runner, indices, hp.gradient_accumulation_steps, precision)
         sums["grad_norm"] = runner.clip(hp.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -163,6 +150,27 @@ def fit(model, algo, hp: TrainingHyperparameters, *, seed: int, reporter: Report
 
     final_eval = _evaluate(runner, reporter, state.step + step_offset, precision, samples) if leads else None
     return FitResult(state.step, state.trained_tokens, False, {**last, **(final_eval or {})})
+
+
+def accumulate(runner: distributed.Local, indices: list[int], accumulation_steps: int,
+               precision: Precision) -> tuple[dict, int]:
+    """One optimizer step's forwards and backwards: the step's examples in micro-batches, each
+    rank its share of each (`runner.share`), losses weighted by size; the gradients are then the
+    step's, on every rank. Returns the step's statistics (tensors, summed in float64) and token
+    count, over all ranks."""
+    sums: dict[str, torch.Tensor | float] = {}
+    tokens = 0
+    chunks = micro_batches(indices, accumulation_steps)
+    for i, chunk in enumerate(chunks):
+        examples, scale, weight = runner.share(chunk, len(indices))
+        with runner.synced(last=i == len(chunks) - 1):
+            with precision.autocast():
+                loss, chunk_stats, chunk_tokens = runner.loss(examples)
+            (loss * scale).backward()
+        tokens += chunk_tokens if weight else 0
+        for k, v in {"loss": loss.detach(), **chunk_stats}.items():
+            sums[k] = sums.get(k, 0.0) + _as_float64(v) * weight
+    return runner.reduce(sums, tokens)
 
 
 def _save(runner, optimizer, scheduler, state, out_dir: Path, step: int, metrics: dict, reporter: Reporter) -> None:

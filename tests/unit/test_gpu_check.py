@@ -9,7 +9,7 @@ import sys
 
 from tests import infra
 
-SECTIONS = {"1 versions", "2 probes", "3 run()", "4 1B step", "5 vs TRL"}
+SECTIONS = {"1 versions", "2 probes", "3 run()", "4 1B step", "5 vs TRL", "6 ranks"}
 METHODS = {"dpo", "sft", "reward model", "rebel", "refuel"}
 
 
@@ -24,3 +24,7 @@ def test_the_gpu_check_runs_dry_on_cpu(tmp_path, model_cache):
     ran = {r["check"] for r in rows if r["section"] == "3 run()" and r["result"] == "ok"}
     assert METHODS <= ran and any(c.startswith("dpo resumed") for c in ran)
     assert "| 4 1B step |" in (tmp_path / "gpu_check_dry.md").read_text()
+    ranks = {r["check"].split()[0]: r for r in rows if r["section"] == "6 ranks"}
+    assert set(ranks) == {"ddp", "fsdp"}  # each on two gloo ranks against one process
+    assert all(r["ranks"]["ranks"] == 2 and r["one"]["ranks"] == 1 and r["ranks"]["pairs_per_second"] > 0
+               for r in ranks.values())
