@@ -6,9 +6,10 @@ continuations, returns, with REBEL's KL term from log pi_t and log pi_ref) are N
 the first iteration, and so are the per-step losses and the final adapter within float noise when
 N=1's micro-batches are the ranks' shares of N=2's (every forward then sees the same batch); later
 iterations collect with a policy trained on two ranks, whose log-probs differ from N=1's in the
-last bits. With N=1's own micro-batches (twice the size) a forward's float noise
-differs (~1e-6 in a sum of log-probs); Adam, which moves each weight by about the learning rate
-whatever its gradient's size, turns that into ~1e-4 in the few weights whose gradient is ~0.
+last bits. With N=1's own micro-batches (twice the size) a forward's float noise differs (~1e-6
+in a sum of log-probs); Adam, which moves each weight by about the learning rate whatever its
+gradient's size, turns that into ~1e-4 in the few weights whose gradient is ~0. A two-rank run
+resumed from its first iteration's checkpoint ends with the uninterrupted run's adapter.
 """
 
 import json
@@ -105,6 +106,17 @@ def test_two_ranks_collect_and_train_as_one(tmp_path, model_cache, one_torch_thr
     assert weight_diff < 1e-4 and moved > 1e-3
     if method == "rebel":
         return
+
+    # Resumed on two ranks from the checkpoint that closed iteration 1: iteration 2 is collected
+    # and trained again, and the adapter is the uninterrupted two-rank run's.
+    checkpoints = {r["step"]: r["path"] for r in records if r["type"] == "checkpoint"}
+    config.write_text(json.dumps(job(tmp_path, data, "resumed", method, accumulation=2)))
+    proc = torchrun(config, model_cache, "--resume-from", checkpoints[min(checkpoints)])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a, b = adapter(tmp_path / "two"), adapter(tmp_path / "resumed")
+    resumed_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"{method} on two ranks resumed after iteration 1 vs uninterrupted: {resumed_diff:.2e}")
+    assert resumed_diff == 0.0
 
     # N=1 with N=2's own configuration: micro-batches of two pairs, so other forwards' float noise.
     same = Losses()
