@@ -16,7 +16,7 @@ Auto = Literal["auto"]
 # Methods a job may run on several ranks (rlhf_engine/distributed.py; tests/unit/test_distributed.py,
 # test_online_ranks.py, test_ranks_sft_reward.py): the others run on one until their parity with one
 # process is tested.
-DATA_PARALLEL_METHODS = ("dpo", "supervised", "reward_model", "rebel", "refuel")
+DATA_PARALLEL_METHODS = ("dpo", "supervised", "reward_model", "rebel", "refuel", "dpo_last_turn", "dpo_multi_turn")
 
 # Methods that may train every weight (`finetuning_type: "full"`; docs/distributed.md): the others
 # train a LoRA adapter only.

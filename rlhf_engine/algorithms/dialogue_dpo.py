@@ -30,6 +30,12 @@ seeds REFUEL sees, for the same number of reward queries.
 
 The pairs are written to <output_dir>/dialogue_dpo/pairs.json before training; a resumed job
 reloads them and fit restores the rest.
+
+On N ranks (rlhf_engine/distributed.py) each rank rolls out its share of the seeds (`rows`: every
+dialogue keeps its stream and plan, so the shares together are N=1's comparisons) and every rank
+receives all of them (`gather`); each then ranks the whole list (the reward scores every
+comparison on every rank) and DPO trains as on one process. Rank 0 writes the pairs and runs the
+closing evaluation.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from dataclasses import asdict, dataclass, replace
 
 from rlhf_engine.algorithms.dpo import DPO
 from rlhf_engine.algorithms.online import Dialogues, iteration_seeds
+from rlhf_engine.algorithms.online_pairs import my_rows
 from rlhf_engine.data.examples import Message
 from rlhf_engine.data.tokenize import TokenizedPair, end_of_turn_ids
+from rlhf_engine.distributed import agree, gather, world
 from rlhf_engine.job import Job, fit, load_policy, reference_logps, save_result
 from rlhf_engine.outcome import JobInputError, RunResult
 from rlhf_engine.rollout.backend import make_backend
@@ -67,16 +75,18 @@ def last_turn_plan(rng, num_turns: int) -> tuple[int, int]:
     return horizon, horizon
 
 
-def collect_last_turn(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int) -> list[Comparison]:
-    candidates = collect_refuel(roller, seeds, num_turns=num_turns, seed=seed, plan=last_turn_plan)
+def collect_last_turn(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int,
+                      rows: list[int] | None = None) -> list[Comparison]:
+    candidates = collect_refuel(roller, seeds, num_turns=num_turns, seed=seed, plan=last_turn_plan, rows=rows)
     return [Comparison(TokenizedPair(c.prompt, c.a, c.b), (c.dialogue_a, c.dialogue_b), c.info,
                        c.meta["horizon"]) for c in candidates]
 
 
-def collect_multi_turn(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int) -> list[Comparison]:
-    """Two whole dialogues per seed, on the seed's stream branches 0 and 1 (the dialogues REFUEL's
-    collection makes when it draws h = 1 and H' = H)."""
-    starts = [Dialogue.start(s, stream=i) for i, s in enumerate(seeds)]
+def collect_multi_turn(roller: Roller, seeds: list[Seed], *, num_turns: int, seed: int,
+                       rows: list[int] | None = None) -> list[Comparison]:
+    """Two whole dialogues per seed (of `rows`, default all), on the seed's stream branches 0 and 1
+    (the dialogues REFUEL's collection makes when it draws h = 1 and H' = H)."""
+    starts = [Dialogue.start(seeds[i], stream=i) for i in (range(len(seeds)) if rows is None else rows)]
     branches = [d.copy(branch=b) for d in starts for b in range(2)]
     roller.rollout(branches, [roller.horizon(d, num_turns) for d in branches], seed)
     out = []
@@ -161,7 +171,7 @@ def train(job: Job) -> RunResult:
         samples.base(model)
 
     data_path = job.out_dir / "dialogue_dpo" / "pairs.json"
-    if job.resume_from is not None and data_path.exists():
+    if job.resume_from is not None and agree(data_path.exists()):
         saved = json.loads(data_path.read_text())
         pairs, stats = [TokenizedPair(**p) for p in saved["pairs"]], saved["stats"]
     else:
@@ -169,13 +179,14 @@ def train(job: Job) -> RunResult:
         roller = Roller(tokenizer, make_backend(model, tokenizer, use_adapter=False), dialogues.users,
                         dialogues.sampling)  # pi_ref
         collect = collect_last_turn if job.method == "dpo_last_turn" else collect_multi_turn
-        comparisons = collect(roller, iteration_seeds(dialogues.seeds, hp.rollouts, 1, config.seed),
-                              # REFUEL's iteration-1 collection seed
-                              num_turns=hp.num_turns, seed=config.seed * 1000 + 1)
-        pairs, stats = rank(comparisons, dialogues.scorer, hp.max_length)
+        seeds = iteration_seeds(dialogues.seeds, hp.rollouts, 1, config.seed)
+        mine = collect(roller, seeds, num_turns=hp.num_turns, seed=config.seed * 1000 + 1,  # REFUEL's iteration 1
+                       rows=my_rows(len(seeds)))
+        pairs, stats = rank([c for part in gather(mine) for c in part], dialogues.scorer, hp.max_length)
         stats["rollout/collect_seconds"] = time.perf_counter() - started
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
+        if world().is_main:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            data_path.write_text(json.dumps({"pairs": [asdict(p) for p in pairs], "stats": stats}))
     reporter.event(f"Collected {len(pairs)} preference pairs from the base model over {hp.rollouts} seeds "
                    f"({stats['rollout/dropped_tied']:.0f} tied, {stats['rollout/dropped_failed_score']:.0f} failed "
                    f"to score, {stats['rollout/dropped_too_long']:.0f} too long), mean return "
@@ -186,7 +197,7 @@ def train(job: Job) -> RunResult:
     ref, _ = reference_logps(job, model, pad_id, pairs)
     algo = DPO(hp, pairs, ref, pad_id, packing=config.packing)
     outcome = save_result(job, model, fit(job, model, algo, what="pairs", samples=samples))
-    if not outcome.stopped:
+    if not outcome.stopped and world().is_main:
         outcome.summary.update(collection=stats, evaluation=dialogues.evaluate_against_base(job, model, tokenizer,
                                                                                              hp.num_turns))
     return outcome

@@ -9,7 +9,8 @@ iterations collect with a policy trained on two ranks, whose log-probs differ fr
 last bits. With N=1's own micro-batches (twice the size) a forward's float noise differs (~1e-6
 in a sum of log-probs); Adam, which moves each weight by about the learning rate whatever its
 gradient's size, turns that into ~1e-4 in the few weights whose gradient is ~0. A two-rank run
-resumed from its first iteration's checkpoint ends with the uninterrupted run's adapter.
+resumed from its first iteration's checkpoint ends with the uninterrupted run's adapter. The
+multi-turn DPO baselines collect their base-model dialogues the same way, once, then train DPO.
 """
 
 import json
@@ -126,3 +127,40 @@ def test_two_ranks_collect_and_train_as_one(tmp_path, model_cache, one_torch_thr
     print(f"{method} N=2 vs N=1 (N=1's micro-batches twice the size): iteration 1's tokens identical, log pi_t "
           f"within {logp_diff:.2e}, returns {return_diff:.2e}; relative max |diff| {diffs}; adapter {weight_diff:.2e}")
     assert logp_diff < 1e-5 and return_diff == 0.0 and diffs["loss"] < 1e-3 and weight_diff < 1e-3
+
+
+@pytest.mark.parametrize("method", ["dpo_last_turn", "dpo_multi_turn"])
+def test_dialogue_dpo_on_two_ranks_collects_and_trains_as_on_one(tmp_path, model_cache, one_torch_thread, method):
+    # The base's dialogues, collected once (each rank its 4 of the 8 seeds), then DPO; N=1 again in
+    # micro-batches of one pair, each rank's share of N=2's.
+    data = datasets(tmp_path, "refuel")
+
+    def body(out, accumulation):
+        hp = {"rollouts": 8, "num_turns": 3, "user": {"type": "dataset"}, "max_new_tokens": 6, "batch_size": 4,
+              "gradient_accumulation_steps": accumulation, "learning_rate": 5e-3, "eval_samples": 1,
+              "reward": {"type": "function", "name": "length_penalty"}, "lora": {"r": 4, "alpha": 8}}
+        return {"model": "tiny-random-llama", "training_file": data[0], "validation_file": data[1], "seed": 5,
+                "output_dir": str(tmp_path / out), "method": {"type": method, method: {"hyperparameters": hp}}}
+
+    one = Losses()
+    result = run(TrainConfig.model_validate(body("one", 4)), one, cache_dir=model_cache)
+    config = tmp_path / "two.json"
+    config.write_text(json.dumps(body("two", 2)))
+    proc = torchrun(config, model_cache)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
+    (outcome,) = [r for r in records if r["type"] == "result"]
+    assert outcome["steps"] == result.steps and sorted(two) == sorted(one.steps)
+
+    saved = [json.loads((tmp_path / out / "dialogue_dpo" / "pairs.json").read_text()) for out in ("one", "two")]
+    assert saved[0]["pairs"] == saved[1]["pairs"] and len(saved[0]["pairs"]) > 2  # the same pairs, token for token
+    assert {k: v for k, v in saved[0]["stats"].items() if not k.endswith("_seconds")} == \
+        {k: v for k, v in saved[1]["stats"].items() if not k.endswith("_seconds")}
+    assert [t["win_rate"] for t in outcome["summary"]["evaluation"]["turns"]] == \
+        [t["win_rate"] for t in result.summary["evaluation"]["turns"]]
+    diffs = {k: max(abs(one.steps[s][k] - two[s][k]) for s in two) for k in ("loss", "rewards/margins", "grad_norm")}
+    a, b = adapter(tmp_path / "one"), adapter(tmp_path / "two")
+    weight_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"{method} N=2 vs N=1: pairs identical; max |diff| {diffs}; adapter {weight_diff:.2e}")
+    assert all(d < 1e-5 for d in diffs.values()) and weight_diff < 1e-5, diffs
