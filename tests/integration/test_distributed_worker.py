@@ -1,7 +1,8 @@
 """A worker with RLHF_TRAIN_PROCESSES=2 runs each job on two gloo ranks under PyTorch's elastic
 launcher (worker/ranks.py): the job succeeds with rank 0 reporting every step once, a SIGKILL of
 one rank ends the attempt with no rank left behind and the job resumes from its checkpoint, and a
-cancel reaches both ranks. Real uvicorn, Celery, Postgres, Redis and the tiny model."""
+cancel reaches both ranks; a REFUEL job collects on both ranks and rank 0 alone reports its
+iterations and evaluation. Real uvicorn, Celery, Postgres, Redis and the tiny model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.failure_helpers import assert_ran_cleanly, make_stack  # noqa: F401
+from tests.integration.helpers import jsonl, upload
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +114,27 @@ def test_warm_shutdown_checkpoints_both_ranks_and_hands_the_job_back(make_stack)
     stack.wait_final(job_id)
     assert_ran_cleanly(stack, job_id, 40)
     assert [e["data"]["step"] for e in stack.events(job_id) if e["kind"] == "resumed"] == [stopped_at]
+
+
+def test_refuel_on_two_ranks(make_stack):
+    stack = make_stack(train_processes=2)
+    stack.start_worker()
+    seeds = lambda n: jsonl([{"user_turns": [f"hello {i}", "and then?"]} for i in range(n)])  # noqa: E731
+    train = upload(stack.client, seeds(6), filename="dialogues.jsonl").json()["id"]
+    valid = upload(stack.client, seeds(2), filename="dialogues-eval.jsonl").json()["id"]
+    hp = {"iterations": 2, "rollouts_per_iteration": 4, "num_turns": 2, "max_new_tokens": 6, "batch_size": 2,
+          "user": {"type": "dataset"}, "reward": {"type": "function", "name": "length_penalty"}}
+    response = stack.client.post("/v1/fine_tuning/jobs", json={
+        "model": "tiny-random-llama", "training_file": train, "validation_file": valid, "seed": 1,
+        "method": {"type": "refuel", "refuel": {"hyperparameters": hp}}})
+    assert response.status_code == 200, response.text
+    job_id = response.json()["id"]
+    job = stack.wait_final(job_id)
+    assert job["status"] == "succeeded", (job, stack.logs())
+    assert_ran_cleanly(stack, job_id, job["steps_completed"])  # every step reported once, by rank 0
+    messages = stack.messages(job_id)
+    assert not any("trains on one process" in m for m in messages), messages
+    for t in (1, 2):
+        assert sum(m.startswith(f"Iteration {t}/2: collected") for m in messages) == 1, messages
+    assert sum(m.startswith("Win rate against the base") for m in messages) == 1
+    assert [row["turn"] for row in job["result"]["evaluation"]["turns"]] == [1, 2]
