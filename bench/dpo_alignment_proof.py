@@ -1,7 +1,7 @@
 """Issue 3's proof that DPO aligns: train smollm2-135m-instruct on the bundled `concise` dataset
 and compare base vs tuned on held-out questions (rlhf_engine/evals/concise.py).
 
-    python bench/dpo_alignment_proof.py [--lr-multiplier 5] [--epochs 1] [--loss-weights '{"sigmoid": 1, "sft": 1}']
+    python bench/dpo_alignment_proof.py [--lr-multiplier 4] [--epochs 1] [--loss-weights '{"sigmoid": 1, "sft": 1}']
 
 Writes bench/results/dpo_alignment.{json,md} (or --results DIR). The base's answers are greedy,
 so they are computed once and kept in --base-cache for the next run.
@@ -33,7 +33,7 @@ def main() -> int:
     from rlhf_engine.spec import TrainConfig
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lr-multiplier", type=float, default=5)
+    parser.add_argument("--lr-multiplier", type=float, default=4)  # the demo's (bench/README.md)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--loss-weights", type=json.loads, default=None,
