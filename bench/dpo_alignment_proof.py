@@ -4,7 +4,8 @@ and compare base vs tuned on held-out questions (rlhf_engine/evals/concise.py).
     python bench/dpo_alignment_proof.py [--lr-multiplier 4] [--epochs 1] [--loss-weights '{"sigmoid": 1, "sft": 1}']
 
 Writes bench/results/dpo_alignment.{json,md} (or --results DIR). The base's answers are greedy,
-so they are computed once and kept in --base-cache for the next run.
+so they are computed once and kept in --base-cache for the next run (delete it after a change to
+rlhf_engine/evals/concise.py or to the model: the cache is not keyed on either).
 """
 
 from __future__ import annotations
