@@ -86,9 +86,18 @@ def init(device: str) -> bool:
     return True
 
 
-def finish(created: bool) -> None:
+def finish(created: bool, *, completed: bool = True) -> None:
+    """Leave the process group this process created. After a run that completed, every rank
+    first waits for the others at a barrier: a rank still writing the final output or reading
+    the last collective's bytes must not see its peers close their connections, which gloo
+    answers by aborting the process (pytorch/gloo#155). Not after an error: the peers may be in
+    another collective, or gone, and the barrier would wait for them until the timeout."""
     if created and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if completed:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def active() -> bool:

@@ -40,9 +40,12 @@ def run(config: TrainConfig, reporter: Reporter, *, registry: ModelRegistry | No
     precision = precisions.decide(config.precision, precisions.default_device(),  # for every forward of the job
                                   full=config.method.hyperparameters.full)
     created = distributed.init(precision.device)  # launched on N ranks: join them (rlhf_engine/distributed.py)
+    completed = False
     try:
-        return train(Job(config, distributed.reporter_for(reporter), registry, model_dir, precision,
-                         cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job,
-                         started=started))
+        result = train(Job(config, distributed.reporter_for(reporter), registry, model_dir, precision,
+                           cache_dir=cache_dir, resume_from=resume_from, resolve_reward_job=resolve_reward_job,
+                           started=started))
+        completed = True
+        return result
     finally:
-        distributed.finish(created)
+        distributed.finish(created, completed=completed)

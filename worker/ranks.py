@@ -14,7 +14,8 @@ child die first (PR_SET_PDEATHSIG), so a killed child leaves no ranks training b
 child keeps its lease heartbeat running meanwhile.
 
 How a launch ends, for worker/tasks.py:
-  - rank 0's return value of ENTRY (the RunResult and the reporter's stop reason);
+  - rank 0's return value of ENTRY (the RunResult and the reporter's stop reason), once rank 0
+    has written it, even should a rank die in the teardown after it (the outputs are stored);
   - the exception a rank raised (recorded by the rank, re-raised here), so a job's own error (a
     bad file, a bug) gets its verdict as with one process;
   - RanksLost when a rank ended without raising (killed by a signal, the OOM killer) or raised
@@ -27,6 +28,7 @@ through a directory only they know, as multiprocessing's own do.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import pickle
 import shutil
@@ -41,6 +43,7 @@ from pathlib import Path
 from worker.reporter import SHUTDOWN
 
 ARGS, RESULT, STOP = "args.pickle", "result.pickle", "shutdown"
+log = logging.getLogger(__name__)
 
 
 class RanksLost(BaseException):
@@ -61,7 +64,9 @@ def launch(processes: int, entry: str, args: tuple):
                 (work / STOP).touch()
             time.sleep(0.2)
         code = proc.returncode
-        if code == 0 and (work / RESULT).exists():
+        if (work / RESULT).exists():  # rank 0 returned: the job's work is done and stored, whatever
+            if code != 0:             # a peer did in the teardown after it
+                log.warning("rank 0 returned, but torchrun exited with code %s in the teardown", code)
             return pickle.loads((work / RESULT).read_bytes())
         recorded = sorted(work.glob("error-*.pickle"))
         if recorded:

@@ -8,6 +8,7 @@ resumed on two ranks from its checkpoint ends with the same adapter.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,6 +52,16 @@ def torchrun(config, cache, *extra):
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+_WHY = re.compile(r"Error|error:|Exception|terminate called|what\(\)|Abort|Signal|exitcode|Traceback")
+
+
+def failure(proc) -> str:
+    """What a failed torchrun printed that says why: each rank's error lines (a traceback's last
+    line, a C++ abort's `what()`), wherever they are in stderr, then the launcher's summary."""
+    lines = [line for line in proc.stderr.splitlines() if _WHY.search(line) and "Warning" not in line]
+    return "\n".join(lines[:80]) + "\n--- the end of stderr ---\n" + proc.stderr[-1500:]
+
+
 def reference_file(cache):
     (path,) = (cache / "reference").glob("*.safetensors")
     return load_file(path)["logps"]
@@ -78,7 +89,7 @@ def test_two_ranks_match_one(tmp_path, one_torch_thread):
     started = time.perf_counter()
     proc = torchrun(config, two_cache)
     two_s = time.perf_counter() - started
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
     results = [r for r in records if r["type"] == "result"]
@@ -105,7 +116,7 @@ def test_two_ranks_match_one(tmp_path, one_torch_thread):
     # Resumed on two ranks from the first epoch's checkpoint: the same adapter again.
     config.write_text(json.dumps(job(tmp_path, data, "resumed")))
     proc = torchrun(config, two_cache, "--resume-from", str(tmp_path / "two" / "checkpoints" / "step-000003"))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     c = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
     resumed_diff = max((a[k] - c[k]).abs().max().item() for k in a)
     print(f"resumed on 2 ranks vs N=1: {resumed_diff:.2e}")

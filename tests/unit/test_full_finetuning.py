@@ -19,7 +19,7 @@ from rlhf_engine.callbacks import NullReporter
 from rlhf_engine.layout import MERGED, SHARDED, STATE
 from rlhf_engine.run import run
 from rlhf_engine.spec import Method, TrainConfig
-from tests.unit.test_distributed import Losses, torchrun, write_dataset
+from tests.unit.test_distributed import Losses, failure, torchrun, write_dataset
 from tests.unit.test_resume import StopAfter
 
 
@@ -126,7 +126,7 @@ def test_two_ranks_shard_and_match_one(tmp_path, model_cache, one_torch_thread):
     config = tmp_path / "two.json"
     config.write_text(json.dumps(job(tmp_path, data, "two")))
     proc = torchrun(config, model_cache)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
     assert sorted(two) == sorted(one.steps) == [1, 2, 3, 4, 5, 6]
@@ -152,7 +152,7 @@ def test_two_ranks_shard_and_match_one(tmp_path, model_cache, one_torch_thread):
     # which recomputes each sharded layer in backward), and on one (DCP reshards on load).
     config.write_text(json.dumps(job(tmp_path, data, "resumed-2", gradient_checkpointing=True)))
     proc = torchrun(config, model_cache, "--resume-from", str(checkpoint))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     resumed = run(TrainConfig.model_validate(job(tmp_path, data, "resumed-1")), NullReporter(), cache_dir=model_cache,
                   resume_from=checkpoint)
     assert resumed.steps == 6
@@ -163,7 +163,7 @@ def test_two_ranks_shard_and_match_one(tmp_path, model_cache, one_torch_thread):
     # And N=1's plain checkpoint on two ranks: each keeps its shard of the whole state dict.
     config.write_text(json.dumps(job(tmp_path, data, "from-one")))
     proc = torchrun(config, model_cache, "--resume-from", str(tmp_path / "one" / "checkpoints" / "step-000003"))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     from_one = max_diff(a, weights(tmp_path / "from-one"))
     print(f"N=1's checkpoint resumed on 2 ranks vs N=1 uninterrupted: {from_one:.2e}")
     assert from_one < 1e-5

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from rlhf_engine.run import run
 from rlhf_engine.spec import TrainConfig
-from tests.unit.test_distributed import Losses, torchrun
+from tests.unit.test_distributed import Losses, failure, torchrun
 from tests.unit.test_online_run import dialogues, write
 
 
@@ -82,7 +82,7 @@ def test_two_ranks_collect_and_train_as_one(tmp_path, model_cache, one_torch_thr
     config = tmp_path / "two.json"
     config.write_text(json.dumps(job(tmp_path, data, "two", method, accumulation=2)))
     proc = torchrun(config, model_cache)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
     (outcome,) = [r for r in records if r["type"] == "result"]  # rank 0 alone reports
@@ -113,7 +113,7 @@ def test_two_ranks_collect_and_train_as_one(tmp_path, model_cache, one_torch_thr
     checkpoints = {r["step"]: r["path"] for r in records if r["type"] == "checkpoint"}
     config.write_text(json.dumps(job(tmp_path, data, "resumed", method, accumulation=2)))
     proc = torchrun(config, model_cache, "--resume-from", checkpoints[min(checkpoints)])
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     a, b = adapter(tmp_path / "two"), adapter(tmp_path / "resumed")
     resumed_diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"{method} on two ranks resumed after iteration 1 vs uninterrupted: {resumed_diff:.2e}")
@@ -147,7 +147,7 @@ def test_dialogue_dpo_on_two_ranks_collects_and_trains_as_on_one(tmp_path, model
     config = tmp_path / "two.json"
     config.write_text(json.dumps(body("two", 2)))
     proc = torchrun(config, model_cache)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
     (outcome,) = [r for r in records if r["type"] == "result"]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from rlhf_engine.layout import ADAPTER, MERGED
 from rlhf_engine.run import run
 from rlhf_engine.spec import TrainConfig
-from tests.unit.test_distributed import Losses, torchrun
+from tests.unit.test_distributed import Losses, failure, torchrun
 
 
 def write_dataset(path, n=10):
@@ -53,7 +53,7 @@ def test_two_ranks_match_one(tmp_path, model_cache, one_torch_thread, method, fu
     config = tmp_path / "two.json"
     config.write_text(json.dumps(job(tmp_path, data, "two", method, **extra)))
     proc = torchrun(config, model_cache)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, failure(proc)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     two = {r["step"]: r for r in records if r["type"] == "metrics" and "loss" in r}
     assert sum(r["type"] == "result" for r in records) == 1  # rank 0 alone reports
