@@ -30,7 +30,8 @@ DATA = REPO / "rlhf_engine" / "datasets"
 MODEL = "smollm2-135m-instruct"
 PORT = int(os.environ.get("DEMO_PORT", "8765"))
 SERVE_PORT = int(os.environ.get("DEMO_SERVE_PORT", "8766"))  # the built-in inference server
-HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 4, "beta": 0.1}  # bench/README.md
+HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 4, "beta": 0.3,  # bench/README.md
+                   "loss_type": "hinge"}
 
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
