@@ -38,6 +38,7 @@ def main() -> int:
     # The defaults are the demo's (scripts/demo.py), chosen from a grid by a rule (bench/README.md).
     parser.add_argument("--lr-multiplier", type=float, default=4)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="the job's: LoRA init, data order (not the evaluation's)")
     parser.add_argument("--beta", type=float, default=0.3)
     parser.add_argument("--loss-type", default="hinge", help="sigmoid (DPO), hinge (SLiC), ipo, ...")
     parser.add_argument("--loss-weights", type=json.loads, default=None,
@@ -53,7 +54,7 @@ def main() -> int:
     if args.loss_weights:
         hp["loss_weights"] = args.loss_weights
     config = TrainConfig(model="smollm2-135m-instruct", training_file=str(data / "concise_train.jsonl"),
-                         validation_file=str(data / "concise_eval.jsonl"), seed=0, output_dir=str(args.out),
+                         validation_file=str(data / "concise_eval.jsonl"), seed=args.seed, output_dir=str(args.out),
                          method={"type": "dpo", "dpo": {"hyperparameters": hp}})
 
     class StepTimes(NullReporter):
@@ -84,7 +85,8 @@ def main() -> int:
         "command": (f"python bench/dpo_alignment_proof.py --lr-multiplier {args.lr_multiplier} "
                     f"--epochs {args.epochs} --beta {args.beta}"
                     + (f" --loss-weights '{json.dumps(args.loss_weights)}'" if args.loss_weights
-                       else f" --loss-type {args.loss_type}")),
+                       else f" --loss-type {args.loss_type}")
+                    + (f" --seed {args.seed}" if args.seed else "")),
         "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                     "transformers": transformers.__version__},
         "hyperparameters": hp, "steps": result.steps, "train_seconds": round(train_seconds, 1),
